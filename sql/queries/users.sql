@@ -1,0 +1,11 @@
+-- Users and their bearer tokens (stored as sha256, compared by index lookup).
+
+-- name: create_user
+INSERT INTO users (id, name, is_admin, token_hash) VALUES ($1, $2, $3, $4)
+RETURNING id, name, is_admin, created_at;
+
+-- name: user_by_token_hash
+SELECT id, name, is_admin, created_at FROM users WHERE token_hash = $1;
+
+-- name: user_by_name
+SELECT id, name, is_admin, created_at FROM users WHERE name = $1 ORDER BY created_at LIMIT 1;

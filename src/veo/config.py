@@ -1,0 +1,203 @@
+"""Settings parsed once from the environment (SPEC §2).
+
+Nothing else in the package reads ``os.environ``: processes call :func:`load` at startup and pass
+the frozen :class:`Settings` to whatever needs it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+from veo.errors import ConfigError
+
+MIN_SECRET_LEN = 32
+
+
+class Secret(str):
+    """A string whose repr never shows its value (as starlette's ``Secret``)."""
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+
+def _bool(name: str, raw: str) -> bool:
+    low = raw.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _int(name: str, raw: str, *, minimum: int = 0) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(name: str, raw: str, *, minimum: float = 0.0) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    database_url: str = "postgresql://localhost/veo"
+    redis_url: str = "redis://localhost:6379/0"
+    s3_endpoint: str | None = None
+    s3_bucket: str | None = None
+    s3_access_key: Secret | None = None
+    s3_secret_key: Secret | None = None
+    s3_region: str = "auto"
+    storage_dir: str = "./data"
+    secret_key: Secret = dataclasses.field(default_factory=lambda: Secret(""))
+    admin_token: Secret | None = None
+    gemini_api_keys: tuple[Secret, ...] = ()
+    gemini_base_url: str | None = None
+    default_model: str = "veo-3.1-fast-generate-preview"
+    flow_enabled: bool = True
+    flow_account: str = "default"
+    flow_storage_state_key: str = "flow/auth/default/storage_state.json"
+    flow_base_url: str = "https://labs.google/fx/tools/flow"
+    flow_max_concurrent: int = 1
+    flow_headless: bool = True
+    flow_browser_executable: str | None = None
+    flow_job_timeout: float = 600.0
+    alert_webhook_url: str | None = None
+    sandbox: bool = False
+    log_format: str = "json"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Operational knobs SPEC §2 leaves open; named so operators can find them.
+    api_job_timeout: float = 1800.0  # seconds one API clip may take, polling included
+    heartbeat_seconds: float = 2.0  # how often a running job proves its worker is alive
+    stale_after_seconds: float = 30.0  # a running job silent this long is orphaned
+    reconcile_seconds: float = 10.0  # reconciler period
+    poll_seconds: float = 10.0  # Veo operation poll interval (research §5: ~10 s)
+    upload_max_bytes: int = 20 * 1024 * 1024
+    webhook_allow_private: bool = False
+    flow_recycle_jobs: int = 50  # recycle the browser context after this many jobs
+    flow_state_poll_seconds: float = 15.0  # how often the worker looks for a new login state
+
+    @property
+    def storage_backend(self) -> str:
+        return "s3" if self.s3_bucket else "local"
+
+    def __repr__(self) -> str:
+        fields = ", ".join(
+            f"{f.name}={getattr(self, f.name)!r}"
+            for f in dataclasses.fields(self)
+            if f.name != "database_url"
+        )
+        return f"Settings({fields})"
+
+
+def load(env: Mapping[str, str] | None = None, *, require_secret: bool = True) -> Settings:
+    """Parse and validate the environment. Raises :class:`ConfigError` naming the variable."""
+    env = os.environ if env is None else env
+
+    def get(name: str, default: str | None = None) -> str | None:
+        value = env.get(name)
+        return default if value is None or value == "" else value
+
+    sandbox = _bool("VEO_SANDBOX", get("VEO_SANDBOX", "0") or "0")
+    secret = get("VEO_SECRET_KEY")
+    if secret is None:
+        if sandbox:
+            secret = secrets.token_urlsafe(48)
+        elif require_secret:
+            raise ConfigError(
+                "VEO_SECRET_KEY is not set: set it to a random string of at least "
+                f"{MIN_SECRET_LEN} characters (e.g. `python -c 'import secrets; "
+                "print(secrets.token_urlsafe(48))'`)"
+            )
+        else:
+            secret = ""
+    if secret and len(secret) < MIN_SECRET_LEN:
+        raise ConfigError(f"VEO_SECRET_KEY must be at least {MIN_SECRET_LEN} characters long")
+
+    log_format = get("LOG_FORMAT", "json") or "json"
+    if log_format not in ("json", "console"):
+        raise ConfigError(f"LOG_FORMAT must be json or console, got {log_format!r}")
+
+    account = get("FLOW_ACCOUNT", "default") or "default"
+    if not account.replace("-", "").replace("_", "").isalnum():
+        raise ConfigError("FLOW_ACCOUNT may hold only letters, digits, '-' and '_'")
+    state_key = get("FLOW_STORAGE_STATE_URL") or f"flow/auth/{account}/storage_state.json"
+
+    for url_var in ("GEMINI_BASE_URL", "FLOW_BASE_URL", "ALERT_WEBHOOK_URL", "S3_ENDPOINT"):
+        value = get(url_var)
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ConfigError(f"{url_var} must be an http(s) URL, got {value!r}")
+
+    pool = (get("GEMINI_API_KEYS", "") or "").split(",")
+    keys = tuple(Secret(k.strip()) for k in pool if k.strip())
+    access = get("S3_ACCESS_KEY")
+    secret_access = get("S3_SECRET_KEY")
+    admin = get("VEO_ADMIN_TOKEN")
+    if get("S3_BUCKET") and not (access and secret_access):
+        raise ConfigError("S3_BUCKET is set but S3_ACCESS_KEY or S3_SECRET_KEY is missing")
+
+    kw: dict[str, Any] = dict(
+        database_url=get("DATABASE_URL", "postgresql://localhost/veo"),
+        redis_url=get("REDIS_URL") or get("KEYVALUE_URL") or "redis://localhost:6379/0",
+        s3_endpoint=get("S3_ENDPOINT"),
+        s3_bucket=get("S3_BUCKET"),
+        s3_access_key=Secret(access) if access else None,
+        s3_secret_key=Secret(secret_access) if secret_access else None,
+        s3_region=get("S3_REGION", "auto"),
+        storage_dir=get("STORAGE_DIR", "./data"),
+        secret_key=Secret(secret),
+        admin_token=Secret(admin) if admin else None,
+        gemini_api_keys=keys,
+        gemini_base_url=get("GEMINI_BASE_URL"),
+        default_model=get("VEO_DEFAULT_MODEL", "veo-3.1-fast-generate-preview"),
+        flow_enabled=_bool("FLOW_BACKEND_ENABLED", get("FLOW_BACKEND_ENABLED", "true") or "true"),
+        flow_account=account,
+        flow_storage_state_key=state_key,
+        flow_base_url=get("FLOW_BASE_URL", "https://labs.google/fx/tools/flow"),
+        flow_max_concurrent=_int(
+            "FLOW_MAX_CONCURRENT", get("FLOW_MAX_CONCURRENT", "1") or "1", minimum=1
+        ),
+        flow_headless=_bool("FLOW_HEADLESS", get("FLOW_HEADLESS", "true") or "true"),
+        flow_browser_executable=get("FLOW_BROWSER_EXECUTABLE"),
+        flow_job_timeout=_float("FLOW_JOB_TIMEOUT", get("FLOW_JOB_TIMEOUT", "600") or "600",
+                                minimum=1),
+        alert_webhook_url=get("ALERT_WEBHOOK_URL"),
+        sandbox=sandbox,
+        log_format=log_format,
+        host=get("HOST", "127.0.0.1"),
+        port=_int("PORT", get("PORT", "8000") or "8000", minimum=1),
+        api_job_timeout=_float("VEO_API_JOB_TIMEOUT", get("VEO_API_JOB_TIMEOUT", "1800") or "1800",
+                               minimum=1),
+        heartbeat_seconds=_float("VEO_HEARTBEAT_SECONDS", get("VEO_HEARTBEAT_SECONDS", "2") or "2",
+                                 minimum=0.05),
+        stale_after_seconds=_float("VEO_STALE_AFTER_SECONDS",
+                                   get("VEO_STALE_AFTER_SECONDS", "30") or "30", minimum=0.1),
+        reconcile_seconds=_float("VEO_RECONCILE_SECONDS",
+                                 get("VEO_RECONCILE_SECONDS", "10") or "10", minimum=0.05),
+        poll_seconds=_float("VEO_POLL_SECONDS", get("VEO_POLL_SECONDS", "10") or "10",
+                            minimum=0.01),
+        upload_max_bytes=_int("VEO_UPLOAD_MAX_BYTES",
+                              get("VEO_UPLOAD_MAX_BYTES", str(20 * 1024 * 1024)) or "0", minimum=1),
+        webhook_allow_private=_bool("VEO_WEBHOOK_ALLOW_PRIVATE",
+                                    get("VEO_WEBHOOK_ALLOW_PRIVATE", "0") or "0"),
+        flow_recycle_jobs=_int("FLOW_RECYCLE_JOBS", get("FLOW_RECYCLE_JOBS", "50") or "50",
+                               minimum=1),
+        flow_state_poll_seconds=_float("FLOW_STATE_POLL_SECONDS",
+                                       get("FLOW_STATE_POLL_SECONDS", "15") or "15", minimum=0.05),
+    )
+    return Settings(**kw)

@@ -1,0 +1,131 @@
+"""Errors of the service.
+
+    VeoError(code, message, retryable)
+    ├── ConfigError          bad environment; the process exits naming the variable
+    ├── InvalidRequest       a client sent something we refuse (4xx)
+    │   ├── NotFound
+    │   ├── Conflict
+    │   └── Forbidden / Unauthorized
+    ├── CryptoError          a ciphertext failed authentication or has an unknown version
+    ├── KeyProblem           a Gemini key answered 429 (cooling) or was rejected (invalid)
+    ├── AllKeysCooling       the owner has keys but every one is cooling: pause the job
+    ├── LoginRequired        Flow showed a sign-in page: pause the account's work
+    └── GenerationFailed     a clip could not be made; ``retryable`` says whether to try again
+
+Adapters translate foreign errors (botocore, google-genai, Playwright) into these at the edge.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class VeoError(Exception):
+    code = "error"
+    status = 500
+    retryable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        retryable: bool | None = None,
+        details: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if retryable is not None:
+            self.retryable = retryable
+        self.details = details
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"code": self.code, "message": self.message,
+                               "retryable": self.retryable}
+        if self.details is not None:
+            out["details"] = self.details
+        return out
+
+
+class ConfigError(VeoError):
+    code = "config_error"
+
+
+class InvalidRequest(VeoError):
+    code = "invalid_request"
+    status = 422
+
+
+class BadRequest(InvalidRequest):
+    code = "bad_request"
+    status = 400
+
+
+class Unauthorized(InvalidRequest):
+    code = "unauthorized"
+    status = 401
+
+
+class Forbidden(InvalidRequest):
+    code = "forbidden"
+    status = 403
+
+
+class NotFound(InvalidRequest):
+    code = "not_found"
+    status = 404
+
+
+class Conflict(InvalidRequest):
+    code = "conflict"
+    status = 409
+
+
+class PayloadTooLarge(InvalidRequest):
+    code = "payload_too_large"
+    status = 413
+
+
+class UnsupportedMediaType(InvalidRequest):
+    code = "unsupported_media_type"
+    status = 415
+
+
+class CryptoError(VeoError):
+    code = "crypto_error"
+
+
+class KeyProblem(VeoError):
+    """A Gemini key could not be used: ``invalid`` retires it, otherwise it cools down."""
+
+    code = "key_problem"
+    retryable = True
+
+    def __init__(self, message: str, *, invalid: bool, details: Any = None) -> None:
+        super().__init__(message, code="key_invalid" if invalid else "key_rate_limited",
+                         details=details)
+        self.invalid = invalid
+
+
+class AllKeysCooling(VeoError):
+    code = "api_keys_exhausted"
+    retryable = True
+
+    def __init__(self, message: str, *, until: float | None = None) -> None:
+        super().__init__(message)
+        self.until = until
+
+
+class NoUsableKey(VeoError):
+    code = "no_api_key"
+
+
+class LoginRequired(VeoError):
+    code = "flow_needs_auth"
+    retryable = True
+
+
+class GenerationFailed(VeoError):
+    code = "generation_failed"
