@@ -197,3 +197,9 @@ FROM jobs WHERE backend = 'flow';
 
 -- name: status_counts
 SELECT backend, status, count(*) AS n FROM jobs GROUP BY backend, status;
+
+-- name: duration_stats
+SELECT backend, status, count(*) AS n,
+       coalesce(sum(extract(epoch FROM finished_at - started_at)), 0) AS seconds
+FROM jobs WHERE finished_at IS NOT NULL AND started_at IS NOT NULL
+GROUP BY backend, status;

@@ -91,6 +91,9 @@ class Settings:
     webhook_allow_private: bool = False
     flow_recycle_jobs: int = 50  # recycle the browser context after this many jobs
     flow_state_poll_seconds: float = 15.0  # how often the worker looks for a new login state
+    key_cooldown_seconds: float = 30.0  # first back-off after a 429; doubles per repeat
+    key_cooldown_max_seconds: float = 900.0  # the back-off never grows past this
+    max_attempts: int = 5  # runs of one job before a retryable error becomes final
 
     @property
     def storage_backend(self) -> str:
@@ -199,5 +202,11 @@ def load(env: Mapping[str, str] | None = None, *, require_secret: bool = True) -
                                minimum=1),
         flow_state_poll_seconds=_float("FLOW_STATE_POLL_SECONDS",
                                        get("FLOW_STATE_POLL_SECONDS", "15") or "15", minimum=0.05),
+        key_cooldown_seconds=_float("VEO_KEY_COOLDOWN_SECONDS",
+                                    get("VEO_KEY_COOLDOWN_SECONDS", "30") or "30", minimum=0.01),
+        key_cooldown_max_seconds=_float("VEO_KEY_COOLDOWN_MAX_SECONDS",
+                                        get("VEO_KEY_COOLDOWN_MAX_SECONDS", "900") or "900",
+                                        minimum=0.01),
+        max_attempts=_int("VEO_MAX_ATTEMPTS", get("VEO_MAX_ATTEMPTS", "5") or "5", minimum=1),
     )
     return Settings(**kw)

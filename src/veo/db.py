@@ -326,6 +326,9 @@ class Db:
         assert row is not None
         return row
 
+    async def duration_stats(self) -> list[Row]:
+        return await self._all("duration_stats")
+
     async def status_counts(self) -> list[Row]:
         return await self._all("status_counts")
 

@@ -1,0 +1,99 @@
+"""Admin routes: users, the Flow login state, re-queueing failed Flow jobs."""
+
+from __future__ import annotations
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from veo import flow_state, lifecycle, logs
+from veo.errors import BadRequest, InvalidRequest
+from veo.services import Services, token_hash
+from veo.web import render, schemas
+from veo.web.auth import current_admin, current_user, new_token
+from veo.web.uploads import read_bounded
+
+log = logs.get_logger("veo.web.admin")
+_user_in = msgspec.json.Decoder(schemas.UserIn)
+
+
+def _account(request: Request) -> str:
+    svc: Services = request.app.state.services
+    account = request.query_params.get("account", svc.settings.flow_account)
+    if not account or not account.replace("-", "").replace("_", "").isalnum() or len(account) > 64:
+        raise InvalidRequest("account: letters, digits, '-' and '_' only",
+                             details={"field": "account"})
+    return account
+
+
+async def create_user(request: Request) -> Response:
+    await current_admin(request)
+    svc: Services = request.app.state.services
+    body = await read_bounded(request, 16 * 1024)
+    try:
+        data = _user_in.decode(body)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(str(exc)) from None
+    except msgspec.DecodeError:
+        raise BadRequest("body is not valid JSON") from None
+    if not 1 <= len(data.name.strip()) <= 200:
+        raise InvalidRequest("name: 1 to 200 characters", details={"field": "name"})
+    token = new_token()
+    row = await svc.db.create_user(data.name.strip(), data.is_admin, token_hash(token))
+    log.info("user.created", user_id=row["id"], is_admin=row["is_admin"])
+    return render.JSON(schemas.UserOut(id=row["id"], name=row["name"], is_admin=row["is_admin"],
+                                       token=token), status_code=201)
+
+
+async def me(request: Request) -> Response:
+    user = await current_user(request)
+    svc: Services = request.app.state.services
+    return render.JSON(schemas.Me(id=user["id"], name=user["name"], is_admin=user["is_admin"],
+                                  webhook_secret=svc.box.webhook_secret(user["id"])))
+
+
+async def upload_flow_auth(request: Request) -> Response:
+    await current_admin(request)
+    svc: Services = request.app.state.services
+    account = _account(request)
+    raw = await read_bounded(request, flow_state.MAX_STATE_BYTES)
+    state = flow_state.parse(raw)
+    await flow_state.write(svc.storage, svc.box, account, state,
+                           svc.settings.flow_storage_state_key
+                           if account == svc.settings.flow_account else None)
+    log.info("flow.auth_uploaded", account=account, cookies=len(state["cookies"]))
+    return render.JSON(await _auth_status(svc, account), status_code=201)
+
+
+async def get_flow_auth(request: Request) -> Response:
+    await current_admin(request)
+    svc: Services = request.app.state.services
+    return render.JSON(await _auth_status(svc, _account(request)))
+
+
+async def _auth_status(svc: Services, account: str) -> schemas.FlowAuthStatus:
+    key = (svc.settings.flow_storage_state_key if account == svc.settings.flow_account
+           else flow_state.state_key(account))
+    head = await svc.storage.head(key)
+    cookies = 0
+    if head is not None:
+        try:
+            loaded = await flow_state.read(svc.storage, svc.box, account, key)
+            cookies = len(loaded.state["cookies"]) if loaded else 0
+        except Exception:
+            cookies = 0
+    row = await svc.db.flow_account(account) or {}
+    return schemas.FlowAuthStatus(
+        configured=head is not None, account=account,
+        last_verified_at=row.get("last_verified_at"),
+        needs_auth=await lifecycle.flow_paused(svc, account),
+        needs_auth_since=row.get("needs_auth_since"),
+        state_updated_at=row.get("state_updated_at"), cookies=cookies)
+
+
+async def retry_failed_flow(request: Request) -> Response:
+    await current_admin(request)
+    svc: Services = request.app.state.services
+    account = request.query_params.get("account")
+    n = await lifecycle.retry_failed_flow(svc, account)
+    return render.JSON(schemas.RetryFailed(requeued=n))

@@ -1,0 +1,37 @@
+"""Bearer-token authentication. Tokens are looked up by hash; the bootstrap admin token is
+a real user row (see ``services.build_services``)."""
+
+from __future__ import annotations
+
+import secrets
+
+from starlette.requests import Request
+
+from veo.db import Row
+from veo.errors import Forbidden, Unauthorized
+from veo.services import Services, token_hash
+
+TOKEN_PREFIX = "veo_"  # noqa: S105 - a prefix, not a secret
+
+
+def new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+async def current_user(request: Request) -> Row:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("missing bearer token: send Authorization: Bearer <token>")
+    svc: Services = request.app.state.services
+    user = await svc.db.user_by_token_hash(token_hash(token.strip()))
+    if user is None:
+        raise Unauthorized("invalid token")
+    return user
+
+
+async def current_admin(request: Request) -> Row:
+    user = await current_user(request)
+    if not user["is_admin"]:
+        raise Forbidden("this route is for admins")
+    return user
