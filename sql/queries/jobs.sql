@@ -137,8 +137,11 @@ RETURNING id, run_seq;
 -- name: delete_job
 DELETE FROM jobs WHERE id = $1 AND status NOT IN ('running') RETURNING id;
 
+-- Only the run that owns the job may write its clips (a cancel or re-queue took it away).
 -- name: set_clip
-UPDATE clips SET status = $3, error = $4, progress = $5 WHERE job_id = $1 AND idx = $2;
+UPDATE clips SET status = $3, error = $4, progress = $5
+WHERE job_id = $1 AND idx = $2
+  AND EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND run_seq = $6 AND status = 'running');
 
 -- name: set_clip_progress
 UPDATE clips SET progress = $3 WHERE job_id = $1 AND idx = $2 AND progress <> $3;

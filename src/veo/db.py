@@ -287,9 +287,9 @@ class Db:
     async def delete_job(self, job_id: str) -> bool:
         return await self._one("delete_job", job_id) is not None
 
-    async def set_clip(self, job_id: str, idx: int, status: str,
+    async def set_clip(self, job_id: str, run_seq: int, idx: int, status: str,
                        error: dict[str, Any] | None = None, progress: int = 0) -> None:
-        await self._exec("set_clip", job_id, idx, status, error, progress)
+        await self._exec("set_clip", job_id, idx, status, error, progress, run_seq)
 
     async def set_clip_progress(self, job_id: str, idx: int, progress: int) -> None:
         await self._exec("set_clip_progress", job_id, idx, progress)

@@ -133,27 +133,27 @@ async def _run_clips(svc: Services, backend: Backend, job: Row) -> None:
     todo = [c for c in clips if c["status"] != "succeeded"]
     gate = asyncio.Semaphore(max(1, backend.clip_concurrency))
 
+    async def mark(clip: Row, status: str, error: dict[str, Any] | None, progress: int) -> None:
+        await svc.db.set_clip(job["id"], job["run_seq"], clip["idx"], status, error, progress)
+
     async def one(clip: Row) -> None:
         async with gate:
-            await svc.db.set_clip(job["id"], clip["idx"], "running", None, clip["progress"])
+            await mark(clip, "running", None, clip["progress"])
             run = ClipRun(svc=svc, job=job, clip=clip, clips_total=len(clips),
                           progress_of=progress_of)
             try:
                 await backend.run_clip(run)
             except GenerationFailed as exc:
-                if not exc.retryable:
-                    await svc.db.set_clip(job["id"], clip["idx"], "failed", exc.as_dict(),
-                                          run.progress_of.get(clip["idx"], 0))
-                else:
-                    await svc.db.set_clip(job["id"], clip["idx"], "queued", None,
-                                          run.progress_of.get(clip["idx"], 0))
+                final = not exc.retryable
+                await mark(clip, "failed" if final else "queued", exc.as_dict() if final else None,
+                           run.progress_of.get(clip["idx"], 0))
                 raise
             except BaseException:
-                await asyncio.shield(svc.db.set_clip(job["id"], clip["idx"], "queued", None,
-                                                     run.progress_of.get(clip["idx"], 0)))
+                await asyncio.shield(mark(clip, "queued", None,
+                                          run.progress_of.get(clip["idx"], 0)))
                 raise
             progress_of[clip["idx"]] = 100
-            await svc.db.set_clip(job["id"], clip["idx"], "succeeded", None, 100)
+            await mark(clip, "succeeded", None, 100)
 
     tasks = [asyncio.create_task(one(c)) for c in todo]
     try:

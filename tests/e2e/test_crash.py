@@ -1,0 +1,72 @@
+"""A worker killed with SIGKILL mid-job: the next worker resumes the stored operation, and
+the job completes exactly once with exactly one generation paid for."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+from tests.e2e.test_api_jobs import add_key, fetch_output, new_key
+from tests.harness import Harness
+from veo.sandbox import mp4
+from veo.sandbox.gemini import FakeGemini
+
+
+async def spawn_worker(env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
+    arq = str(Path(sys.executable).parent / "arq")
+    fh = log.open("ab")
+    return await asyncio.create_subprocess_exec(
+        arq, "veo.worker.Settings", env={**os.environ, **env}, stdout=fh, stderr=fh)
+
+
+async def test_sigkill_mid_job_resumes_same_operation(harness: Harness, fake_gemini: FakeGemini,
+                                                      tmp_path: Path) -> None:
+    h = harness
+    s = h.settings
+    env = {"DATABASE_URL": s.database_url, "REDIS_URL": s.redis_url,
+           "STORAGE_DIR": s.storage_dir, "VEO_SECRET_KEY": s.secret_key,
+           "GEMINI_BASE_URL": fake_gemini.url, "FLOW_BACKEND_ENABLED": "false",
+           "VEO_POLL_SECONDS": "0.1", "VEO_HEARTBEAT_SECONDS": "0.2",
+           "VEO_STALE_AFTER_SECONDS": "1.5", "VEO_RECONCILE_SECONDS": "0.3"}
+    _, token = await h.user("crashy")
+    key = new_key("crash")
+    await add_key(h, token, key)
+    fake_gemini.delay = 4.0
+    resp = await h.http.post("/api/jobs", json={"prompt": "survive a crash"},
+                             headers=h.auth(token))
+    job_id = resp.json()["id"]
+    log = tmp_path / "worker.log"
+    first = await spawn_worker(env, log)
+    try:
+        for _ in range(300):
+            if fake_gemini.creates():
+                break
+            await asyncio.sleep(0.05)
+        assert len(fake_gemini.creates()) == 1
+        await asyncio.sleep(0.3)  # the operation name is stored before polling starts
+        first.send_signal(signal.SIGKILL)
+        await first.wait()
+    finally:
+        if first.returncode is None:
+            first.kill()
+    body = (await h.http.get(f"/api/jobs/{job_id}", headers=h.auth(token))).json()
+    assert body["status"] == "running"  # the dead worker still holds it, on paper
+    second = await spawn_worker(env, log)
+    try:
+        done = await h.wait_job(token, job_id, {"succeeded", "failed"}, timeout=40)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(second.wait(), 20)
+    assert done["status"] == "succeeded", done
+    assert done["attempts"] == 2
+    assert len(fake_gemini.creates()) == 1  # resumed polling; no second generation
+    assert len(done["outputs"]) == 1
+    ident = mp4.identify(await fetch_output(h, token, done["outputs"][0]["url"]))
+    assert ident is not None and ident["prompt"] == "survive a crash"
+    text = log.read_text()
+    assert text.count('"event": "job.succeeded"') == 1
+    assert '"reconciler.requeued"' in text
+    assert key not in text and s.secret_key not in text  # no secret reached the logs
