@@ -1,14 +1,24 @@
 -- Jobs. Every state change is a guarded UPDATE (… WHERE status = …) whose row count the
 -- caller checks, so two workers can never both move one job.
 
+-- A job and its clips in one statement (one round trip, atomic). The queue position is
+-- counted in the same snapshot, which does not yet see the new row.
 -- name: insert_job
-INSERT INTO jobs (id, user_id, backend, requested_backend, model, params, webhook_url,
-                  idempotency_key, request_hash, flow_account)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-RETURNING *;
-
--- name: insert_clip
-INSERT INTO clips (job_id, idx, prompt, first_frame, last_frame) VALUES ($1, $2, $3, $4, $5);
+WITH job AS (
+    INSERT INTO jobs (id, user_id, backend, requested_backend, model, params, webhook_url,
+                      idempotency_key, request_hash, flow_account)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+    RETURNING *),
+clip AS (
+    INSERT INTO clips (job_id, idx, prompt, first_frame, last_frame)
+    SELECT job.id, c.ord - 1, c.prompt, c.first_frame, c.last_frame
+    FROM job, unnest($11::text[], $12::text[], $13::text[])
+         WITH ORDINALITY AS c(prompt, first_frame, last_frame, ord)
+    RETURNING idx)
+SELECT job.*, (SELECT count(*) FROM clip) AS clip_count,
+       (SELECT count(*) FROM jobs q WHERE q.status = 'queued' AND q.backend = job.backend)
+           AS queue_position
+FROM job;
 
 -- name: job_by_idempotency
 SELECT * FROM jobs WHERE user_id = $1 AND idempotency_key = $2;

@@ -197,19 +197,15 @@ class Db:
                          idempotency_key: str | None, request_hash: str | None,
                          flow_account: str | None,
                          clips: list[tuple[str, str | None, str | None]]) -> tuple[Row, bool]:
-        """Insert a job and its clips in one transaction; return (job, created)."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            try:
-                job = await conn.fetchrow(
-                    Q["insert_job"], new_id("job"), user_id, backend, requested_backend, model,
-                    params, webhook_url, idempotency_key, request_hash, flow_account)
-            except asyncpg.UniqueViolationError:
-                job = None
-            if job is None:
-                raise _IdempotentReplay()
-            await conn.executemany(Q["insert_clip"], [
-                (job["id"], i, prompt, first, last) for i, (prompt, first, last) in
-                enumerate(clips)])
+        """Insert a job and its clips atomically; return (job, created)."""
+        try:
+            job = await self.pool.fetchrow(
+                Q["insert_job"], new_id("job"), user_id, backend, requested_backend, model,
+                params, webhook_url, idempotency_key, request_hash, flow_account,
+                [c[0] for c in clips], [c[1] for c in clips], [c[2] for c in clips])
+        except asyncpg.UniqueViolationError:
+            raise _IdempotentReplay() from None
+        assert job is not None
         return dict(job), True
 
     async def job_by_idempotency(self, user_id: str, key: str) -> Row | None:

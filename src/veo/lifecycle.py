@@ -10,8 +10,12 @@ import asyncio
 import ipaddress
 import json
 import socket
+import time
 from typing import Any
 from urllib.parse import urlsplit
+
+from arq.constants import default_queue_name, job_key_prefix, result_key_prefix
+from arq.jobs import serialize_job
 
 from veo import jobs, keys, logs
 from veo.db import Row
@@ -31,12 +35,30 @@ async def publish(svc: Services, job_id: str, status: str, progress: int | None 
     await svc.redis.publish(keys.job_events_channel(job_id), payload)
 
 
+# arq's enqueue_job takes three round trips (WATCH, EXISTS, MULTI/EXEC); this writes the same
+# keys in one atomic script, and like arq refuses an id whose job or result key exists.
+_ENQUEUE = """
+if redis.call('exists', KEYS[1], KEYS[2]) == 0 then
+  redis.call('psetex', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('zadd', KEYS[3], ARGV[3], ARGV[4])
+  return 1
+end
+return 0
+"""
+_JOB_TTL_MS = 86_400_000  # arq's expires_extra_ms: a job not started within a day expires
+
+
 async def enqueue(svc: Services, job_id: str, run_seq: int, *, defer: float | None = None) -> bool:
     """Queue one run of a job. The arq id includes the run number, so repeating it is a no-op."""
-    job = await svc.redis.enqueue_job(RUN_JOB, job_id, run_seq,
-                                      _job_id=keys.arq_job_id(job_id, run_seq),
-                                      _defer_by=defer)
-    return job is not None
+    arq_id = keys.arq_job_id(job_id, run_seq)
+    now_ms = int(time.time() * 1000)
+    score = now_ms + int((defer or 0) * 1000)
+    payload = serialize_job(RUN_JOB, (job_id, run_seq), {}, None, now_ms)
+    added = await svc.redis.eval(_ENQUEUE, 3, job_key_prefix + arq_id,
+                                 result_key_prefix + arq_id, default_queue_name,
+                                 str(_JOB_TTL_MS + score - now_ms), payload, str(score),  # type: ignore[arg-type]
+                                 arq_id)
+    return bool(added)
 
 
 async def check_webhook_url(url: str, allow_private: bool) -> None:
@@ -85,7 +107,8 @@ async def create_job(svc: Services, user: Row, req: jobs.JobRequest, *,
     if valid.webhook_url:
         await check_webhook_url(valid.webhook_url, svc.settings.webhook_allow_private)
 
-    has_key = await KeyPool(svc.db, svc.box, svc.settings).has_usable(user["id"])
+    has_key = valid.requested_backend != "flow" and await KeyPool(
+        svc.db, svc.box, svc.settings).has_usable(user["id"])
     backend = jobs.choose_backend(valid.requested_backend, has_usable_key=has_key,
                                   flow_enabled=svc.settings.flow_enabled)
     try:

@@ -262,7 +262,7 @@ class FakeGemini:
                                 lifespan="off", access_log=False)
         self.server = uvicorn.Server(config)
         self._task = asyncio.get_running_loop().create_task(self.server.serve())
-        while not self.server.started:
+        while not self.server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
             await asyncio.sleep(0.01)
         sock = self.server.servers[0].sockets[0]
         self.url = f"http://{host}:{sock.getsockname()[1]}"

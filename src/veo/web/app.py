@@ -36,7 +36,8 @@ async def _veo_error(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return render.error(exc.status_code, code, str(exc.detail), headers=dict(exc.headers) if exc.headers else None)
+    headers = dict(exc.headers) if exc.headers else None
+    return render.error(exc.status_code, code, str(exc.detail), headers=headers)
 
 
 async def _crash(request: Request, exc: Exception) -> Response:

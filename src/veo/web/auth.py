@@ -4,6 +4,7 @@ a real user row (see ``services.build_services``)."""
 from __future__ import annotations
 
 import secrets
+import time
 
 from starlette.requests import Request
 
@@ -18,15 +19,30 @@ def new_token() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
+# token hash -> (user, expiry). Users cannot be deleted or demoted through the API, so a short
+# cache only spares a query per request; failures are never cached.
+_CACHE_SECONDS = 5.0
+_CACHE_MAX = 10_000
+_cache: dict[str, tuple[Row, float]] = {}
+
+
 async def current_user(request: Request) -> Row:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("missing bearer token: send Authorization: Bearer <token>")
+    hashed = token_hash(token.strip())
+    now = time.monotonic()
+    hit = _cache.get(hashed)
+    if hit is not None and hit[1] > now:
+        return hit[0]
     svc: Services = request.app.state.services
-    user = await svc.db.user_by_token_hash(token_hash(token.strip()))
+    user = await svc.db.user_by_token_hash(hashed)
     if user is None:
         raise Unauthorized("invalid token")
+    if len(_cache) >= _CACHE_MAX:
+        _cache.clear()
+    _cache[hashed] = (user, now + _CACHE_SECONDS)
     return user
 
 

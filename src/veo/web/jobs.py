@@ -67,13 +67,18 @@ async def create(request: Request) -> Response:
     row, created = await lifecycle.create_job(
         svc, user, req, idempotency_key=request.headers.get("idempotency-key"),
         body_hash=core.request_hash(body))
+    headers = {"Location": f"/api/jobs/{row['id']}"}
+    if created:
+        # everything the response needs came back from the insert: no second read
+        clips = [{"idx": i, "prompt": c.prompt, "status": "queued", "progress": 0,
+                  "first_frame": c.first_frame, "last_frame": c.last_frame, "error": None}
+                 for i, c in enumerate(req.clips or [core.ClipSpec(prompt=req.prompt or "")])]
+        return render.JSON(render.job(request, row, clips, []), status_code=201,
+                           headers=headers)
+    headers["Idempotent-Replayed"] = "true"
     fresh = await svc.db.get_job(row["id"])
     assert fresh is not None
-    headers = {"Location": f"/api/jobs/{row['id']}"}
-    if not created:
-        headers["Idempotent-Replayed"] = "true"
-    return render.JSON(await render_one(request, fresh), status_code=201 if created else 200,
-                       headers=headers)
+    return render.JSON(await render_one(request, fresh), headers=headers)
 
 
 def _cursor_encode(row: Row) -> str:
