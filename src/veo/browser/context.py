@@ -1,0 +1,160 @@
+"""One Browser and one BrowserContext per worker, reused across jobs (SPEC §4).
+
+The context is built from the decrypted storage state; refreshed cookies are handed back to be
+saved encrypted. It is recycled after a number of jobs (Playwright keeps every request of a
+context's life in memory) and the browser is relaunched if it dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from playwright.async_api import Browser, BrowserContext, Page, Playwright, async_playwright
+
+from veo import logs
+
+log = logs.get_logger("veo.browser")
+
+# as the probe of this machine found: background networking makes Chromium call Google at
+# every start, which a closed network refuses many times over
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-blink-features=AutomationControlled", "--disable-dev-shm-usage",
+]
+
+
+def process_tree_rss(pid: int) -> int:
+    """Resident memory of a process and its descendants, in bytes (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    total, stack = 0, [pid]
+    page = os.sysconf("SC_PAGE_SIZE")
+    while stack:
+        p = stack.pop()
+        try:
+            total += int(Path(f"/proc/{p}/statm").read_text().split()[1]) * page
+        except (OSError, IndexError, ValueError):
+            pass
+        stack.extend(children.get(p, []))
+    return total
+
+
+class BrowserSession:
+    def __init__(self, *, executable: str | None, headless: bool, recycle_jobs: int) -> None:
+        self.executable = executable
+        self.headless = headless
+        self.recycle_jobs = recycle_jobs
+        self._pw: Playwright | None = None
+        self._browser: Browser | None = None
+        self._context: BrowserContext | None = None
+        self._state: dict[str, Any] | None = None
+        self._jobs_in_context = 0
+        self._open_pages = 0
+        self._lock = asyncio.Lock()
+        self.launches = 0
+        self.contexts = 0
+
+    @property
+    def loaded(self) -> bool:
+        return self._state is not None
+
+    async def _ensure_browser(self) -> Browser:
+        if self._browser is not None and self._browser.is_connected():
+            return self._browser
+        if self._pw is None:
+            self._pw = await async_playwright().start()
+        self._browser = await self._pw.chromium.launch(
+            executable_path=self.executable, headless=self.headless, args=CHROMIUM_ARGS)
+        self._browser.on("disconnected", self._on_disconnected)
+        self.launches += 1
+        self._context = None
+        log.info("browser.launched", launches=self.launches, headless=self.headless)
+        return self._browser
+
+    def _on_disconnected(self, _browser: Browser) -> None:
+        log.warning("browser.disconnected")
+        self._browser = None
+        self._context = None
+
+    async def _ensure_context(self) -> BrowserContext:
+        browser = await self._ensure_browser()
+        if self._context is None:
+            self._context = await browser.new_context(
+                storage_state=self._state,  # type: ignore[arg-type]
+                accept_downloads=True, viewport={"width": 1280, "height": 900}, locale="en-US")
+            self._context.set_default_timeout(15_000)
+            self._jobs_in_context = 0
+            self.contexts += 1
+        return self._context
+
+    async def load(self, state: dict[str, Any]) -> None:
+        """Use a new login state: the current context is replaced."""
+        async with self._lock:
+            self._state = state
+            await self._close_context()
+
+    async def _close_context(self) -> None:
+        if self._context is not None:
+            with contextlib.suppress(Exception):
+                await self._context.close()
+            self._context = None
+
+    @contextlib.asynccontextmanager
+    async def page(self) -> AsyncIterator[Page]:
+        async with self._lock:
+            context = await self._ensure_context()
+            self._open_pages += 1
+        page = await context.new_page()
+        try:
+            yield page
+        finally:
+            with contextlib.suppress(Exception):
+                await page.close()
+            async with self._lock:
+                self._open_pages -= 1
+
+    async def storage_state(self) -> dict[str, Any] | None:
+        """The context's current cookies and local storage (refreshed by Google as it goes)."""
+        if self._context is None:
+            return None
+        try:
+            state: dict[str, Any] = dict(await self._context.storage_state())
+        except Exception:
+            return None
+        self._state = state
+        return state
+
+    async def job_done(self) -> None:
+        """Count a job; recycle the context when it has served enough of them."""
+        async with self._lock:
+            self._jobs_in_context += 1
+            if self._jobs_in_context >= self.recycle_jobs and self._open_pages == 0:
+                if self._context is not None:
+                    with contextlib.suppress(Exception):
+                        self._state = dict(await self._context.storage_state())
+                await self._close_context()
+                log.info("browser.context_recycled", contexts=self.contexts)
+
+    async def close(self) -> None:
+        await self._close_context()
+        if self._browser is not None:
+            with contextlib.suppress(Exception):
+                await self._browser.close()
+            self._browser = None
+        if self._pw is not None:
+            with contextlib.suppress(Exception):
+                await self._pw.stop()
+            self._pw = None
