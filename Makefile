@@ -18,9 +18,11 @@ lint: setup
 	$(BIN)/mypy
 
 test: lint
+	bash scripts/ensure-system.sh
 	bash scripts/pytest.sh $(PYTEST_ARGS)
 
 demo: setup
+	bash scripts/ensure-system.sh
 	$(BIN)/veo demo
 
 serve: setup

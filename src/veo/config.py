@@ -94,6 +94,7 @@ class Settings:
     key_cooldown_seconds: float = 30.0  # first back-off after a 429; doubles per repeat
     key_cooldown_max_seconds: float = 900.0  # the back-off never grows past this
     max_attempts: int = 5  # runs of one job before a retryable error becomes final
+    old_secret_key: Secret | None = None  # only for `veo rotate-secret`
 
     @property
     def storage_backend(self) -> str:
@@ -208,5 +209,6 @@ def load(env: Mapping[str, str] | None = None, *, require_secret: bool = True) -
                                         get("VEO_KEY_COOLDOWN_MAX_SECONDS", "900") or "900",
                                         minimum=0.01),
         max_attempts=_int("VEO_MAX_ATTEMPTS", get("VEO_MAX_ATTEMPTS", "5") or "5", minimum=1),
+        old_secret_key=Secret(old) if (old := get("VEO_OLD_SECRET_KEY")) else None,
     )
     return Settings(**kw)

@@ -54,10 +54,10 @@ async def enqueue(svc: Services, job_id: str, run_seq: int, *, defer: float | No
     now_ms = int(time.time() * 1000)
     score = now_ms + int((defer or 0) * 1000)
     payload = serialize_job(RUN_JOB, (job_id, run_seq), {}, None, now_ms)
-    added = await svc.redis.eval(_ENQUEUE, 3, job_key_prefix + arq_id,
-                                 result_key_prefix + arq_id, default_queue_name,
-                                 str(_JOB_TTL_MS + score - now_ms), payload, str(score),  # type: ignore[arg-type]
-                                 arq_id)
+    ttl = str(_JOB_TTL_MS + score - now_ms)
+    script: Any = svc.redis.eval  # redis-py types eval's arguments as str only
+    added = await script(_ENQUEUE, 3, job_key_prefix + arq_id, result_key_prefix + arq_id,
+                         default_queue_name, ttl, payload, str(score), arq_id)
     return bool(added)
 
 

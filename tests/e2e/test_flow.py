@@ -44,8 +44,9 @@ async def flow_harness(pg_dsn: str, redis_url: str, redis, tmp_path: Path,  # ty
                        fake_gemini: FakeGemini, fake_flow: FakeFlow,
                        request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
     extra = getattr(request, "param", {})
+    account = f"acct{uuid.uuid4().hex[:8]}"
     env = flow_env(make_env(pg_dsn, redis_url, str(tmp_path / "store"),
-                            GEMINI_BASE_URL=fake_gemini.url, FLOW_ACCOUNT=f"acct{uuid.uuid4().hex[:8]}"),
+                            GEMINI_BASE_URL=fake_gemini.url, FLOW_ACCOUNT=account),
                    fake_flow, **extra)
     async with running(env) as h:
         await flow_state.write(h.svc.storage, h.svc.box, h.settings.flow_account,
@@ -130,7 +131,8 @@ async def test_failures_are_classified_with_debug_files(
             break
         await asyncio.sleep(0.05)
         body = (await h.http.get(f"/api/jobs/{job_id}", headers=h.auth(token))).json()
-    err = body["error"] if body["status"] == "failed" else body["clips"][0]["error"] or body["error"]
+    err = body["error"] if body["status"] == "failed" else \
+        body["clips"][0]["error"] or body["error"]
     assert err["code"] == kind, body
     assert err["retryable"] is retryable
     debug = (body["clips"][0]["error"] or err)["details"]["debug"]

@@ -58,6 +58,6 @@ def test_exceptions_are_redacted(rendered) -> None:  # type: ignore[no-untyped-d
 def test_stdlib_logging_goes_through_redaction(rendered) -> None:  # type: ignore[no-untyped-def]
     import logging
 
-    logging.getLogger("uvicorn.error").warning("token Bearer abc.def.ghi seen")
+    logging.getLogger("arq.worker").warning("token Bearer abc.def.ghi seen")
     (event,) = rendered()
     assert "abc.def.ghi" not in json.dumps(event)

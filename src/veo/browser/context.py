@@ -44,10 +44,8 @@ def process_tree_rss(pid: int) -> int:
     page = os.sysconf("SC_PAGE_SIZE")
     while stack:
         p = stack.pop()
-        try:
+        with contextlib.suppress(OSError, IndexError, ValueError):  # the process just ended
             total += int(Path(f"/proc/{p}/statm").read_text().split()[1]) * page
-        except (OSError, IndexError, ValueError):
-            pass
         stack.extend(children.get(p, []))
     return total
 

@@ -82,11 +82,10 @@ async def dismiss_overlays(page: Page) -> None:
             continue
 
 
-async def find(page: Page, candidates: sel.Candidates, step: str,
-               timeout: float = STEP_TIMEOUT, root: Any = None) -> Any:
+async def find(page: Page, candidates: sel.Candidates, step: str, root: Any = None) -> Any:
     """The first visible match of an ordered list of selectors, or selector drift."""
     scope = root or page
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + STEP_TIMEOUT
     while True:
         for candidate in candidates:
             loc = scope.locator(candidate).first

@@ -64,6 +64,7 @@ class FakeFlow:
         self.notice = True
         self.toast = False
         self.history = 6  # old tiles shown on a new project page
+        self.auto_login = False
         self.generations: dict[str, Generation] = {}
         self.uploads: dict[str, bytes] = {}
         self.submits: list[dict[str, Any]] = []
@@ -74,7 +75,7 @@ class FakeFlow:
         self.app = Starlette(routes=[
             Route("/fx/tools/flow", self._home),
             Route("/fx/tools/flow/project/{pid}", self._project),
-            Route("/signin", self._signin),
+            Route("/signin", self._signin, methods=["GET", "POST"]),
             Route("/fx/api/upload", self._upload, methods=["POST"]),
             Route("/fx/api/generate", self._generate, methods=["POST"]),
             Route("/fx/api/status", self._status),
@@ -138,11 +139,23 @@ class FakeFlow:
             project=request.path_params["pid"], history=history)
 
     async def _signin(self, request: Request) -> Response:
+        """A sign-in page. Submitting it signs in (the person at the keyboard, in a demo);
+        ``auto_login`` submits it by itself after a moment, standing in for that person."""
         self.pages.append("signin")
+        target = request.query_params.get("continue", "/fx/tools/flow")
+        if not target.startswith("/"):
+            target = "/fx/tools/flow"
+        if request.method == "POST":
+            resp = RedirectResponse(target, 303)
+            resp.set_cookie(COOKIE, self.new_session(), httponly=True, samesite="lax")
+            return resp
+        auto = ("<script>setTimeout(() => document.forms[0].submit(), 300)</script>"
+                if self.auto_login else "")
         return HTMLResponse("<!doctype html><title>Sign in - Google Accounts</title>"
                             "<h1>Sign in</h1><p>to continue to Flow</p>"
-                            "<form><label>Email or phone <input type='email' name='id'></label>"
-                            "<button>Next</button></form>")
+                            f"<form method='post' action='/signin?continue={target}'>"
+                            "<label>Email or phone <input type='email' name='id'></label>"
+                            "<button>Next</button></form>" + auto)
 
     async def _static(self, request: Request) -> Response:
         name = request.path_params["name"]
