@@ -19,6 +19,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from veo import db as dbmod
+from veo.sandbox.flow import FakeFlow
+from veo.sandbox.gemini import FakeGemini
 
 PG_ADMIN_DSN = os.environ.get("TEST_PG_ADMIN_DSN", "postgresql://127.0.0.1:5432/postgres")
 REDIS_BASE = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
@@ -113,3 +115,20 @@ def s3_bucket(s3_server: str) -> str:
     boto3.client("s3", endpoint_url=s3_server, aws_access_key_id="test",
                  aws_secret_access_key="test", region_name="us-east-1").create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture
+async def fake_gemini() -> AsyncIterator[FakeGemini]:
+    fake = FakeGemini()
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+async def fake_flow() -> AsyncIterator[FakeFlow]:
+    fake = FakeFlow()
+    fake.delay = 0.4
+    await fake.start()
+    yield fake
+    await fake.stop()

@@ -9,9 +9,11 @@ import signal
 import sys
 from pathlib import Path
 
+from tests.e2e.conftest import CHROMIUM
 from tests.e2e.test_api_jobs import add_key, fetch_output, new_key
 from tests.harness import Harness
 from veo.sandbox import mp4
+from veo.sandbox.flow import FakeFlow
 from veo.sandbox.gemini import FakeGemini
 
 
@@ -70,3 +72,57 @@ async def test_sigkill_mid_job_resumes_same_operation(harness: Harness, fake_gem
     assert text.count('"event": "job.succeeded"') == 1
     assert '"reconciler.requeued"' in text
     assert key not in text and s.secret_key not in text  # no secret reached the logs
+
+
+async def test_sigkill_mid_flow_generation_recovers(harness: Harness, fake_flow: FakeFlow,
+                                                    tmp_path: Path) -> None:
+    from veo import flow_state
+
+    h = harness
+    s = h.settings
+    account = "crashflow"
+    env = {"DATABASE_URL": s.database_url, "REDIS_URL": s.redis_url,
+           "STORAGE_DIR": s.storage_dir, "VEO_SECRET_KEY": s.secret_key,
+           "FLOW_BACKEND_ENABLED": "true", "FLOW_BASE_URL": fake_flow.home,
+           "FLOW_BROWSER_EXECUTABLE": CHROMIUM, "FLOW_ACCOUNT": account,
+           "VEO_HEARTBEAT_SECONDS": "0.2", "VEO_STALE_AFTER_SECONDS": "1.5",
+           "VEO_RECONCILE_SECONDS": "0.3", "FLOW_STATE_POLL_SECONDS": "0.5"}
+    await flow_state.write(h.svc.storage, h.svc.box, account, fake_flow.storage_state())
+    _, token = await h.user("flowcrash")
+    fake_flow.delay = 3.0
+    # the web routes to Flow for this user (no key); the job carries the worker's account
+    job, _ = await h.svc.db.create_job(
+        user_id=(await h.svc.db.pool.fetchval("SELECT id FROM users WHERE name = 'flowcrash'")),
+        backend="flow", requested_backend="flow", model="veo-3.1-fast-generate-preview",
+        params={"number_of_videos": 1, "aspect_ratio": "16:9"}, webhook_url=None,
+        idempotency_key=None, request_hash=None, flow_account=account,
+        clips=[("crash in the middle", None, None)])
+    from veo import lifecycle
+
+    await lifecycle.enqueue(h.svc, job["id"], job["run_seq"])
+    log = tmp_path / "flow-worker.log"
+    first = await spawn_worker(env, log)
+    try:
+        for _ in range(600):
+            if fake_flow.submits:
+                break
+            await asyncio.sleep(0.05)
+        assert len(fake_flow.submits) == 1
+        first.send_signal(signal.SIGKILL)
+        await first.wait()
+    finally:
+        if first.returncode is None:
+            first.kill()
+    fake_flow.delay = 0.3
+    second = await spawn_worker(env, log)
+    try:
+        done = await h.wait_job(token, job["id"], {"succeeded", "failed"}, timeout=60)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(second.wait(), 30)
+    assert done["status"] == "succeeded", done
+    assert done["attempts"] == 2 and len(done["outputs"]) == 1
+    ident = mp4.identify(await fetch_output(h, token, done["outputs"][0]["url"]))
+    assert ident is not None and ident["prompt"] == "crash in the middle"
+    # Flow cannot resume a half-made video: the second run made a new one, and used it
+    assert len(fake_flow.submits) == 2 and ident["generation"] == fake_flow.downloads[-1]

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from playwright.async_api import Page, async_playwright, expect
 
+from tests.e2e.conftest import CHROMIUM
 from tests.e2e.test_api_jobs import add_key, new_key, png
-from tests.e2e.test_flow import CHROMIUM, fake_flow, flow_harness  # noqa: F401 - fixtures
 from tests.harness import Harness
 from veo.browser.context import CHROMIUM_ARGS
 from veo.sandbox.flow import FakeFlow
@@ -23,7 +23,7 @@ async def shot(page: Page, name: str) -> None:
     await page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
-async def test_page_end_to_end(flow_harness: Harness, fake_flow: FakeFlow,  # noqa: F811
+async def test_page_end_to_end(flow_harness: Harness, fake_flow: FakeFlow,
                                tmp_path: Path) -> None:
     h = flow_harness
     _, token = await h.user("webadmin", admin=True)
