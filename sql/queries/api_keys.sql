@@ -27,7 +27,8 @@ UPDATE api_keys SET status = 'active', cooling_until = NULL
 WHERE status = 'cooling' AND cooling_until <= now();
 
 -- The owner's keys first, then the operator pool; least recently used first, so keys rotate.
--- FOR UPDATE SKIP LOCKED keeps two workers from taking the same key at the same instant.
+-- No SKIP LOCKED: a key may serve several requests at once, and a locked row must not read as
+-- "no key usable" (that would pause jobs for nothing under load).
 -- name: pick_key
 UPDATE api_keys SET last_used_at = clock_timestamp()
 WHERE id = (
@@ -36,8 +37,7 @@ WHERE id = (
       AND (status = 'active' OR (status = 'cooling' AND cooling_until <= now()))
       AND NOT (id = ANY($2::text[]))
     ORDER BY (user_id IS NULL), last_used_at NULLS FIRST, id
-    LIMIT 1
-    FOR UPDATE SKIP LOCKED)
+    LIMIT 1)
 RETURNING *;
 
 -- name: usable_key_stats
@@ -47,10 +47,13 @@ SELECT
     min(cooling_until) FILTER (WHERE status = 'cooling') AS next_ready
 FROM api_keys WHERE user_id = $1 OR user_id IS NULL;
 
+-- The API's own RetryInfo delay ($5) wins when it sent one; otherwise the back-off doubles
+-- with each 429 in a row ($2 * 2^streak), capped at $4 seconds.
 -- name: cool_key
 UPDATE api_keys
 SET status = 'cooling', cool_streak = cool_streak + 1, last_error = $3,
-    cooling_until = now() + make_interval(secs => least($2 * power(2, cool_streak), $4))
+    cooling_until = now() + make_interval(secs => least(
+        coalesce($5::float8, $2 * power(2, cool_streak)), $4))
 WHERE id = $1 AND status <> 'invalid'
 RETURNING cooling_until, cool_streak;
 

@@ -163,8 +163,9 @@ class Db:
         return row
 
     async def cool_key(self, key_id: str, base_seconds: float, max_seconds: float,
-                       error: str) -> Row | None:
-        return await self._one("cool_key", key_id, base_seconds, error, max_seconds)
+                       error: str, retry_after: float | None = None) -> Row | None:
+        return await self._one("cool_key", key_id, base_seconds, error, max_seconds,
+                               retry_after)
 
     async def invalidate_key(self, key_id: str, error: str) -> bool:
         return await self._one("invalidate_key", key_id, error) is not None

@@ -103,10 +103,12 @@ class KeyProblem(VeoError):
     code = "key_problem"
     retryable = True
 
-    def __init__(self, message: str, *, invalid: bool, details: Any = None) -> None:
+    def __init__(self, message: str, *, invalid: bool, details: Any = None,
+                 retry_after: float | None = None) -> None:
         super().__init__(message, code="key_invalid" if invalid else "key_rate_limited",
                          details=details)
         self.invalid = invalid
+        self.retry_after = retry_after  # seconds the API asked us to wait (RetryInfo)
 
 
 class AllKeysCooling(VeoError):

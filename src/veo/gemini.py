@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 from google import genai
@@ -39,7 +40,8 @@ def translate(exc: BaseException) -> VeoError:
         reasons = {d.get("reason") for d in details.get("error", {}).get("details", [])
                    if isinstance(d, dict)}
         if code == 429:
-            return KeyProblem(f"429 RESOURCE_EXHAUSTED: {text}", invalid=False)
+            return KeyProblem(f"429 RESOURCE_EXHAUSTED: {text}", invalid=False,
+                              retry_after=_retry_delay(details))
         if code == 403 or "API_KEY_INVALID" in reasons or (code == 401):
             return KeyProblem(f"{code} {exc.status}: {text}", invalid=True)
         if 400 <= code < 500:
@@ -57,6 +59,17 @@ def translate(exc: BaseException) -> VeoError:
                                 code="network_error", retryable=True)
     return GenerationFailed(f"unexpected error from the Gemini API: {type(exc).__name__}",
                             code="internal", retryable=True)
+
+
+def _retry_delay(details: dict[str, Any]) -> float | None:
+    """The ``google.rpc.RetryInfo`` delay of a 429 body, in seconds, if it carries one."""
+    for d in details.get("error", {}).get("details", []):
+        if isinstance(d, dict) and str(d.get("@type", "")).endswith("RetryInfo"):
+            try:
+                return float(str(d.get("retryDelay", "")).rstrip("s"))
+            except ValueError:
+                return None
+    return None
 
 
 class Gemini:

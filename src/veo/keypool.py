@@ -117,9 +117,11 @@ class KeyPool:
         return Lease(key_id=row["id"], secret=await self._decrypt(row),
                      operator=row["user_id"] is None)
 
-    async def cooling(self, lease: Lease, error: str, **fields: Any) -> None:
+    async def cooling(self, lease: Lease, error: str, retry_after: float | None = None,
+                      **fields: Any) -> None:
         row = await self.db.cool_key(lease.key_id, self.settings.key_cooldown_seconds,
-                                     self.settings.key_cooldown_max_seconds, error[:500])
+                                     self.settings.key_cooldown_max_seconds, error[:500],
+                                     retry_after)
         if row is not None:
             log.warning("api.key_cooling", key_id=lease.key_id, until=row["cooling_until"]
                         .isoformat(), streak=row["cool_streak"], **fields)

@@ -72,6 +72,12 @@ async def test_error_bodies(fake_gemini: FakeGemini) -> None:
         await busy.aio.models.generate_videos(model="veo-3.1-generate-preview", source=src,
                                               config=cfg)
     assert quota.value.code == 429 and quota.value.status == "RESOURCE_EXHAUSTED"
+    retry = [d for d in quota.value.details["error"]["details"] if d["@type"].endswith("RetryInfo")]
+    assert retry and 59 < float(retry[0]["retryDelay"].rstrip("s")) <= 60
+    from veo.gemini import translate
+
+    mapped = translate(quota.value)
+    assert mapped.code == "key_rate_limited" and 59 < mapped.retry_after <= 60  # type: ignore[attr-defined]
     with pytest.raises(errors.ClientError) as unsupported:
         await ok_client.aio.models.generate_videos(
             model="veo-2.0-generate-001", source=src,

@@ -117,7 +117,12 @@ class FakeGemini:
             while hits and hits[0] <= now - rule.window:
                 hits.popleft()
             if len(hits) >= rule.quota:
-                return JSONResponse(QUOTA, 429)
+                wait = max(0.0, hits[0] + rule.window - now) if hits else rule.window
+                body = {"error": {**QUOTA["error"], "details": [
+                    *QUOTA["error"]["details"],
+                    {"@type": "type.googleapis.com/google.rpc.RetryInfo",
+                     "retryDelay": f"{wait:.3f}s"}]}}
+                return JSONResponse(body, 429)
             hits.append(now)
         return None
 
@@ -272,3 +277,22 @@ class FakeGemini:
         if self.server is not None:
             self.server.should_exit = True
             await self._task
+
+
+def main() -> None:
+    """Run the fake on its own: ``python -m veo.sandbox.gemini --port 8010 --delay 20``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="fake Gemini API for Veo")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8010)
+    parser.add_argument("--delay", type=float, default=0.0)
+    args = parser.parse_args()
+    fake = FakeGemini()
+    fake.delay = args.delay
+    uvicorn.run(fake.app, host=args.host, port=args.port, log_level="warning",
+                access_log=False)
+
+
+if __name__ == "__main__":
+    main()

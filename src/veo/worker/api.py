@@ -114,7 +114,7 @@ class ApiBackend:
                 if exc.invalid:
                     await self.pool.invalid(lease, exc.message, **fields)
                 else:
-                    await self.pool.cooling(lease, exc.message, **fields)
+                    await self.pool.cooling(lease, exc.message, exc.retry_after, **fields)
                 continue
             await self.pool.ok(lease)
             return self._videos(run, request, op), lease
