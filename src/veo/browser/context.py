@@ -26,6 +26,9 @@ CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--disable-blink-features=AutomationControlled", "--disable-dev-shm-usage",
+    # several pages of one context run at once (FLOW_MAX_CONCURRENT): none may be treated as a background tab whose timers Chromium slows to once a second
+    "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
+    "--disable-backgrounding-occluded-windows",
 ]
 
 
@@ -112,6 +115,7 @@ class BrowserSession:
 
     @contextlib.asynccontextmanager
     async def page(self) -> AsyncIterator[Page]:
+        """A fresh page of the shared context, closed afterwards."""
         async with self._lock:
             context = await self._ensure_context()
             self._open_pages += 1
