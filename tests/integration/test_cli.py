@@ -178,3 +178,36 @@ async def test_rotate_secret_end_to_end(cli_env: dict[str, str], fake_flow: Fake
         await svc.close()
     code, out = await run(["veo", "rotate-secret"], {**cli_env, "VEO_SECRET_KEY": new_secret})
     assert code == 1 and "VEO_OLD_SECRET_KEY" in out
+
+
+async def test_serve_answers_health(cli_env: dict[str, str]) -> None:
+    import httpx
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        str(BIN / "veo"), "serve", "--host", "127.0.0.1", "--port", str(port),
+        env={"PATH": os.environ["PATH"], **cli_env}, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT)
+    try:
+        async with httpx.AsyncClient() as client:
+            for _ in range(100):
+                try:
+                    resp = await client.get(f"http://127.0.0.1:{port}/api/health")
+                    break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("veo serve did not answer")
+        body = resp.json()
+        assert resp.status_code == 200 and body["status"] == "ok"
+        assert body["checks"] == {"db": "ok", "redis": "ok", "storage": "ok"}
+        assert set(body["backends"]["flow"]) >= {"enabled", "auth_configured",
+                                                 "queue_configured", "needs_auth"}
+    finally:
+        proc.terminate()
+        out, _ = await asyncio.wait_for(proc.communicate(), 20)
+    # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status tells why
+    assert proc.returncode in (0, -15)
+    assert b'"event": "web.started"' in out and b"Application shutdown complete" in out and SECRET.encode() not in out
