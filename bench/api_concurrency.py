@@ -19,6 +19,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench._env import environment, percentile
 from bench._worker import quiet, worker
+
 from veo import config, jobs, lifecycle
 from veo.services import build_services
 

@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._worker import quiet
+
 from veo.browser.context import BrowserSession, process_tree_rss
 from veo.browser.flow import ClipRequest, FlowDriver
 from veo.sandbox.flow import FakeFlow

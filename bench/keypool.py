@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._env import environment
 from bench._worker import quiet, worker
+
 from veo import config, jobs, lifecycle
 from veo.sandbox.gemini import FakeGemini
 from veo.services import build_services
@@ -66,7 +67,8 @@ async def main() -> None:
     print(f"keypool: K={K} keys x R={R}/{W:.0f}s, {N} jobs in {elapsed:.2f} s "
           f"(ideal {ideal:.1f} s): {N / elapsed:.1f} jobs/s vs ideal {K * R / W:.1f}/s "
           f"= {ratio:.0%}; failed={counts.get('failed', 0)}; 429s absorbed={rejected} "
-          f"(target >= 90%, 0 failed) {'OK' if ratio >= 0.9 and not counts.get('failed') else 'MISSED'}")
+          f"(target >= 90%, 0 failed) "
+          f"{'OK' if ratio >= 0.9 and not counts.get('failed') else 'MISSED'}")
 
 
 if __name__ == "__main__":

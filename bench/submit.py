@@ -20,7 +20,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._env import environment  # noqa: E402
+from bench._env import environment
 
 CONCURRENCY = 16
 SECONDS = 2.0  # per round and endpoint

@@ -134,7 +134,7 @@ def test_every_runbook_command_is_exercised_by_a_test() -> None:
             if f'"{path}"' not in tests_text:
                 missing.append(cmd)
             continue
-        head = argv[:2] if argv[0] != "arq" else argv[:2]
+        head = argv[:2]
         needle = ", ".join(f'"{a}"' for a in head)
         if needle not in tests_text and f"{head[0]} {head[1]}" not in tests_text:
             missing.append(cmd)

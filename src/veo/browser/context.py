@@ -26,7 +26,8 @@ CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--disable-blink-features=AutomationControlled", "--disable-dev-shm-usage",
-    # several pages of one context run at once (FLOW_MAX_CONCURRENT): none may be treated as a background tab whose timers Chromium slows to once a second
+    # several pages of one context run at once (FLOW_MAX_CONCURRENT): none may be treated
+    # as a background tab, whose timers Chromium slows to once a second
     "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
     "--disable-backgrounding-occluded-windows",
 ]

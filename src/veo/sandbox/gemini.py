@@ -33,7 +33,7 @@ BAD_KEY = {"error": {"code": 400, "message": "API key not valid. Please pass a v
                          "@type": "type.googleapis.com/google.rpc.ErrorInfo",
                          "reason": "API_KEY_INVALID", "domain": "googleapis.com",
                          "metadata": {"service": "generativelanguage.googleapis.com"}}]}}
-QUOTA = {"error": {"code": 429, "message": "You exceeded your current quota, please check your "
+QUOTA: dict[str, Any] = {"error": {"code": 429, "message": "You exceeded your current quota, please check your "
                    "plan and billing details.", "status": "RESOURCE_EXHAUSTED", "details": [{
                        "@type": "type.googleapis.com/google.rpc.QuotaFailure",
                        "violations": [{"quotaMetric": "generativelanguage.googleapis.com/"
@@ -118,8 +118,9 @@ class FakeGemini:
                 hits.popleft()
             if len(hits) >= rule.quota:
                 wait = max(0.0, hits[0] + rule.window - now) if hits else rule.window
+                details: list[Any] = list(QUOTA["error"]["details"])
                 body = {"error": {**QUOTA["error"], "details": [
-                    *QUOTA["error"]["details"],
+                    *details,
                     {"@type": "type.googleapis.com/google.rpc.RetryInfo",
                      "retryDelay": f"{wait:.3f}s"}]}}
                 return JSONResponse(body, 429)
