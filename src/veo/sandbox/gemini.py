@@ -33,7 +33,8 @@ BAD_KEY = {"error": {"code": 400, "message": "API key not valid. Please pass a v
                          "@type": "type.googleapis.com/google.rpc.ErrorInfo",
                          "reason": "API_KEY_INVALID", "domain": "googleapis.com",
                          "metadata": {"service": "generativelanguage.googleapis.com"}}]}}
-QUOTA: dict[str, Any] = {"error": {"code": 429, "message": "You exceeded your current quota, please check your "
+QUOTA: dict[str, Any] = {"error": {
+                   "code": 429, "message": "You exceeded your current quota, please check your "
                    "plan and billing details.", "status": "RESOURCE_EXHAUSTED", "details": [{
                        "@type": "type.googleapis.com/google.rpc.QuotaFailure",
                        "violations": [{"quotaMetric": "generativelanguage.googleapis.com/"
