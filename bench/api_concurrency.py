@@ -52,7 +52,7 @@ async def main() -> None:
             svc = await build_services(settings)
             quiet()
             user = await svc.db.create_user("bench", False, "hash")
-            async with worker(settings):
+            async with worker(settings, flow=False):
                 quiet()
                 base_rss = rss_mb()
                 lags: list[float] = []

@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from arq.worker import Worker
 from bench._env import environment, percentile
+from bench._worker import quiet, worker
 
 from veo import config, lifecycle
-from veo.services import build_services, token_hash
-from veo.worker import settings as worker_settings
+from veo.services import Services, build_services, token_hash
 from veo.worker.context import ClipRun
 
 N = 200
@@ -50,39 +48,32 @@ async def main() -> None:
         settings = config.load(env)
         svc = await build_services(settings)
         user = await svc.db.create_user("bench", False, token_hash("x"))
-        cls = worker_settings.build(flow=False, settings=settings)
-        worker = Worker(**{k: v for k, v in vars(cls).items() if not k.startswith("__")},
-                        handle_signals=False)
-        task = asyncio.create_task(worker.main())
-        while not worker.ctx.get("backends"):
-            await asyncio.sleep(0.01)
-        logging.getLogger().setLevel(logging.WARNING)
-        import structlog
-
-        structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-        probe = Probe()
-        worker.ctx["backends"]["api"] = probe  # type: ignore[index]
-        latencies = []
-        for i in range(N):
-            job, _ = await svc.db.create_job(
-                user_id=user["id"], backend="api", requested_backend="api",
-                model="veo-3.1-fast-generate-preview", params={}, webhook_url=None,
-                idempotency_key=None, request_hash=None, flow_account=None,
-                clips=[(f"p{i}", None, None)])
-            probe.event.clear()
-            t0 = time.perf_counter()
-            await lifecycle.enqueue(svc, job["id"], job["run_seq"])
-            await asyncio.wait_for(probe.event.wait(), 10)
-            latencies.append((probe.started[job["id"]] - t0) * 1000)
-            await asyncio.sleep(0.005)
-        task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
-        await worker.close()
+        async with worker(settings, flow=False) as w:
+            quiet()
+            probe = Probe()
+            w.ctx["backends"]["api"] = probe
+            latencies = await measure(svc, user, probe)
         await svc.close()
     p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
     print(f"dispatch: n={N} p50={p50:.1f} ms p99={p99:.1f} ms max={max(latencies):.1f} ms "
           f"(targets: p50<=50, p99<=200) {'OK' if p50 <= 50 and p99 <= 200 else 'MISSED'}")
+
+
+async def measure(svc: Services, user: dict, probe: Probe) -> list[float]:  # type: ignore[type-arg]
+    latencies = []
+    for i in range(N):
+        job, _ = await svc.db.create_job(
+            user_id=user["id"], backend="api", requested_backend="api",
+            model="veo-3.1-fast-generate-preview", params={}, webhook_url=None,
+            idempotency_key=None, request_hash=None, flow_account=None,
+            clips=[(f"p{i}", None, None)])
+        probe.event.clear()
+        t0 = time.perf_counter()
+        await lifecycle.enqueue(svc, job["id"], job["run_seq"])
+        await asyncio.wait_for(probe.event.wait(), 10)
+        latencies.append((probe.started[job["id"]] - t0) * 1000)
+        await asyncio.sleep(0.005)
+    return latencies
 
 
 if __name__ == "__main__":

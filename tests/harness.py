@@ -45,7 +45,7 @@ class Harness:
     base_url: str
     http: httpx.AsyncClient
     worker: Worker | None = None
-    _worker_task: asyncio.Task[Any] | None = None
+    _worker_cm: Any = None
 
     async def user(self, name: str = "user", admin: bool = False) -> tuple[dict[str, Any], str]:
         token = new_token()
@@ -56,23 +56,13 @@ class Harness:
         return {"Authorization": f"Bearer {token}"}
 
     async def start_worker(self, *, flow: bool = False) -> None:
-        cls = worker_settings.build(flow=flow, settings=self.settings)
-        kw = {k: v for k, v in vars(cls).items() if not k.startswith("__")}
-        self.worker = Worker(**kw, handle_signals=False)
-        self._worker_task = asyncio.get_running_loop().create_task(self.worker.main())
-        for _ in range(200):
-            if self.worker.ctx.get("backends"):
-                return
-            await asyncio.sleep(0.02)
-        raise RuntimeError("worker did not start")
+        self._worker_cm = worker_settings.in_process(self.settings, flow=flow)
+        self.worker = await self._worker_cm.__aenter__()
 
     async def stop_worker(self) -> None:
-        if self.worker is None or self._worker_task is None:
+        if self.worker is None:
             return
-        self._worker_task.cancel()
-        with contextlib.suppress(BaseException):
-            await self._worker_task
-        await self.worker.close()
+        await self._worker_cm.__aexit__(None, None, None)
         self.worker = None
 
     async def wait_job(self, token: str, job_id: str, statuses: set[str],

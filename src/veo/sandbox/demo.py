@@ -109,14 +109,10 @@ async def _demo(*, once: bool, port: int | None, root: Path) -> int:
     web, web_task = await _serve(create_app(settings, services=svc), host,
                                  port if port is not None else settings.port)
     base = f"http://{host}:{web.servers[0].sockets[0].getsockname()[1]}"
-    from arq.worker import Worker
-
     from veo.worker import settings as worker_settings
 
-    cls = worker_settings.build(flow=bool(chromium), settings=settings)
-    worker = Worker(**{k: v for k, v in vars(cls).items() if not k.startswith("__")},
-                    handle_signals=False)
-    worker_task = asyncio.get_running_loop().create_task(worker.main())
+    worker = worker_settings.in_process(settings, flow=bool(chromium))
+    await worker.__aenter__()
     import structlog
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
@@ -159,11 +155,7 @@ async def _demo(*, once: bool, port: int | None, root: Path) -> int:
         await asyncio.Event().wait()
         return 0
     finally:
-        worker_task.cancel()
-        with contextlib.suppress(BaseException):
-            await worker_task
-        with contextlib.suppress(Exception):
-            await worker.close()
+        await worker.__aexit__(None, None, None)
         web.should_exit = True
         with contextlib.suppress(BaseException):
             await web_task

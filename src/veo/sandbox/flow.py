@@ -12,7 +12,6 @@ Prompt markers pick outcomes: ``[policy]``, ``[ratelimit]``, ``[unusual]``, ``[g
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hashlib
 import json
@@ -23,13 +22,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from veo.sandbox import mp4
+from veo.sandbox.serving import LoopbackServer
 
 STATIC = Path(__file__).parent / "flow_static"
 COOKIE = "SID"
@@ -55,7 +54,7 @@ class Generation:
     outcome: str  # ok | policy | ratelimit | unusual | generic
 
 
-class FakeFlow:
+class FakeFlow(LoopbackServer):
     def __init__(self) -> None:
         self.sessions: dict[str, float] = {}  # cookie -> expiry (monotonic)
         self.ui = "A"
@@ -70,8 +69,6 @@ class FakeFlow:
         self.submits: list[dict[str, Any]] = []
         self.downloads: list[str] = []
         self.pages: list[str] = []
-        self.server: uvicorn.Server | None = None
-        self.url = ""
         self.app = Starlette(routes=[
             Route("/fx/tools/flow", self._home),
             Route("/fx/tools/flow/project/{pid}", self._project),
@@ -131,9 +128,9 @@ class FakeFlow:
         self.pages.append("project")
         # earlier finished videos of the account show up as old tiles, as in the real grid:
         # a driver that takes "the first video" downloads the wrong one
+        recent = list(self.generations.values())[-self.history:] if self.history else []
         history = [{"id": g.id, "state": "done", "src": f"/fx/api/media/{g.id}"}
-                   for g in list(self.generations.values())[-self.history:][::-1]
-                   if self._state(g)["state"] == "done"]
+                   for g in recent[::-1] if self._state(g)["state"] == "done"]
         return self._gate(request) or self._page(
             "project.html", ui=self.ui, credits=self.credits, toast=self.toast,
             project=request.path_params["pid"], history=history)
@@ -260,19 +257,3 @@ class FakeFlow:
         self.downloads.append(g.id)
         return Response(self._video(g), media_type="video/mp4", headers={
             "Content-Disposition": f'attachment; filename="flow_{g.id}_720p.mp4"'})
-
-    # serving
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        config = uvicorn.Config(self.app, host=host, port=port, log_level="warning",
-                                lifespan="off", access_log=False)
-        self.server = uvicorn.Server(config)
-        self._task = asyncio.get_running_loop().create_task(self.server.serve())
-        while not self.server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
-            await asyncio.sleep(0.01)
-        self.url = f"http://{host}:{self.server.servers[0].sockets[0].getsockname()[1]}"
-        return self.url
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.should_exit = True
-            await self._task

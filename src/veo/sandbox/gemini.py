@@ -10,7 +10,6 @@ without setup: ``[safety]``, ``[fail]`` (INTERNAL, retryable), ``[fail-arg]`` (I
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import dataclasses
 import hashlib
@@ -27,6 +26,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from veo.sandbox import mp4
+from veo.sandbox.serving import LoopbackServer
 
 BAD_KEY = {"error": {"code": 400, "message": "API key not valid. Please pass a valid API key.",
                      "status": "INVALID_ARGUMENT", "details": [{
@@ -75,7 +75,7 @@ class Operation:
     files: list[str] = dataclasses.field(default_factory=list)
 
 
-class FakeGemini:
+class FakeGemini(LoopbackServer):
     def __init__(self) -> None:
         self.rules: dict[str, KeyRule] = {}
         self.delay = 0.0
@@ -84,8 +84,6 @@ class FakeGemini:
         self.files: dict[str, bytes] = {}
         self.requests: list[dict[str, Any]] = []
         self._hits: dict[str, deque[float]] = defaultdict(deque)
-        self.server: uvicorn.Server | None = None
-        self.url = ""
         self.app = Starlette(routes=[
             Route("/v1beta/{path:path}", self._dispatch, methods=["GET", "POST"]),
             Route("/_files/{fid}", self._raw_file),
@@ -262,23 +260,6 @@ class FakeGemini:
 
     async def _ctl_requests(self, request: Request) -> Response:
         return JSONResponse([{k: v for k, v in r.items() if k != "body"} for r in self.requests])
-
-    # serving
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        config = uvicorn.Config(self.app, host=host, port=port, log_level="warning",
-                                lifespan="off", access_log=False)
-        self.server = uvicorn.Server(config)
-        self._task = asyncio.get_running_loop().create_task(self.server.serve())
-        while not self.server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
-            await asyncio.sleep(0.01)
-        sock = self.server.servers[0].sockets[0]
-        self.url = f"http://{host}:{sock.getsockname()[1]}"
-        return self.url
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.should_exit = True
-            await self._task
 
 
 def main() -> None:

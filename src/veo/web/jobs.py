@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 
 import msgspec
@@ -128,24 +128,23 @@ async def get(request: Request) -> Response:
     return render.JSON(await render_one(request, row))
 
 
-async def cancel(request: Request) -> Response:
+async def _act(request: Request, action: Callable[[Services, Row], Awaitable[Row]],
+               status_code: int) -> Response:
     user = await current_user(request)
     svc = _svc(request)
     row = await lifecycle.owned_job(svc, user, request.path_params["job_id"])
-    await lifecycle.cancel_job(svc, row)
+    await action(svc, row)
     fresh = await svc.db.get_job(row["id"])
     assert fresh is not None
-    return render.JSON(await render_one(request, fresh))
+    return render.JSON(await render_one(request, fresh), status_code=status_code)
+
+
+async def cancel(request: Request) -> Response:
+    return await _act(request, lifecycle.cancel_job, 200)
 
 
 async def retry(request: Request) -> Response:
-    user = await current_user(request)
-    svc = _svc(request)
-    row = await lifecycle.owned_job(svc, user, request.path_params["job_id"])
-    await lifecycle.retry_job(svc, row)
-    fresh = await svc.db.get_job(row["id"])
-    assert fresh is not None
-    return render.JSON(await render_one(request, fresh), status_code=202)
+    return await _act(request, lifecycle.retry_job, 202)
 
 
 async def delete(request: Request) -> Response:

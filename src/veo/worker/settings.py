@@ -11,9 +11,11 @@ import contextlib
 import os
 import socket
 import sys
+from collections.abc import AsyncIterator
 from typing import Any
 
 from arq.connections import RedisSettings
+from arq.worker import Worker
 
 from veo import config, logs
 from veo.errors import ConfigError
@@ -104,3 +106,25 @@ def build(*, flow: bool = True, settings: config.Settings | None = None) -> type
         "health_check_interval": 30,
     }
     return type("Settings", (), attrs)
+
+
+@contextlib.asynccontextmanager
+async def in_process(settings: config.Settings, *, flow: bool) -> AsyncIterator[Worker]:
+    """A worker inside the current event loop (demo, tests, benchmarks); yields once its
+    services are up, and closes it on exit."""
+    cls = build(flow=flow, settings=settings)
+    worker = Worker(**{k: v for k, v in vars(cls).items() if not k.startswith("__")},
+                    handle_signals=False)
+    task = asyncio.get_running_loop().create_task(worker.main())
+    try:
+        while not worker.ctx.get("backends"):
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.02)
+        yield worker
+    finally:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        with contextlib.suppress(Exception):
+            await worker.close()
