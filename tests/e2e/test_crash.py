@@ -126,3 +126,42 @@ async def test_sigkill_mid_flow_generation_recovers(harness: Harness, fake_flow:
     assert ident is not None and ident["prompt"] == "crash in the middle"
     # Flow cannot resume a half-made video: the second run made a new one, and used it
     assert len(fake_flow.submits) == 2 and ident["generation"] == fake_flow.downloads[-1]
+
+
+async def test_sigterm_hands_running_job_back(harness: Harness, fake_gemini: FakeGemini,
+                                              tmp_path: Path) -> None:
+    """Graceful shutdown: a job still running when the grace period ends goes back to the
+    queue (not failed), and the next worker finishes it on the same operation."""
+    h = harness
+    s = h.settings
+    env = {"DATABASE_URL": s.database_url, "REDIS_URL": s.redis_url,
+           "STORAGE_DIR": s.storage_dir, "VEO_SECRET_KEY": s.secret_key,
+           "GEMINI_BASE_URL": fake_gemini.url, "FLOW_BACKEND_ENABLED": "false",
+           "VEO_POLL_SECONDS": "0.1", "VEO_HEARTBEAT_SECONDS": "0.2",
+           "VEO_RECONCILE_SECONDS": "0.3"}
+    _, token = await h.user("graceful")
+    await add_key(h, token, new_key("term"))
+    fake_gemini.delay = 40.0  # longer than the 10 s grace period
+    job_id = (await h.http.post("/api/jobs", json={"prompt": "patience"},
+                                headers=h.auth(token))).json()["id"]
+    log = tmp_path / "term.log"
+    first = await spawn_worker(env, log)
+    for _ in range(300):
+        if fake_gemini.creates():
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)
+    first.send_signal(signal.SIGTERM)
+    await asyncio.wait_for(first.wait(), 30)
+    body = (await h.http.get(f"/api/jobs/{job_id}", headers=h.auth(token))).json()
+    assert body["status"] == "queued" and body["error"] is None, body
+    assert '"reason": "shutdown"' in log.read_text()
+    for op in fake_gemini.operations.values():
+        op.ready_at = 0
+    second = await spawn_worker(env, log)
+    try:
+        done = await h.wait_job(token, job_id, {"succeeded", "failed"}, timeout=40)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(second.wait(), 30)
+    assert done["status"] == "succeeded" and len(fake_gemini.creates()) == 1

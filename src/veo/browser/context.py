@@ -54,6 +54,10 @@ def process_tree_rss(pid: int) -> int:
     return total
 
 
+# a context whose process tree grew this much past its size when fresh is recycled early
+RECYCLE_GROWTH = 1.5
+
+
 class BrowserSession:
     def __init__(self, *, executable: str | None, headless: bool, recycle_jobs: int) -> None:
         self.executable = executable
@@ -64,6 +68,7 @@ class BrowserSession:
         self._context: BrowserContext | None = None
         self._state: dict[str, Any] | None = None
         self._jobs_in_context = 0
+        self._fresh_rss = 0  # bytes, measured after the first job of a context
         self._open_pages = 0
         self._lock = asyncio.Lock()
         self.launches = 0
@@ -141,15 +146,21 @@ class BrowserSession:
         return state
 
     async def job_done(self) -> None:
-        """Count a job; recycle the context when it has served enough of them."""
+        """Count a job; recycle the context when it has served enough of them or when memory
+        grew well past what it was when the context was fresh."""
+        rss = await asyncio.to_thread(process_tree_rss, os.getpid())
         async with self._lock:
             self._jobs_in_context += 1
-            if self._jobs_in_context >= self.recycle_jobs and self._open_pages == 0:
+            if self._jobs_in_context == 1:
+                self._fresh_rss = rss
+            grown = bool(self._fresh_rss) and rss > self._fresh_rss * RECYCLE_GROWTH
+            if (self._jobs_in_context >= self.recycle_jobs or grown) and self._open_pages == 0:
                 if self._context is not None:
                     with contextlib.suppress(Exception):
                         self._state = dict(await self._context.storage_state())
                 await self._close_context()
-                log.info("browser.context_recycled", contexts=self.contexts)
+                log.info("browser.context_recycled", contexts=self.contexts,
+                         jobs=self._jobs_in_context, rss_mb=rss // 2**20)
 
     async def close(self) -> None:
         await self._close_context()

@@ -1,0 +1,48 @@
+"""The worker's browser: reused across jobs, recycled, and relaunched when it dies."""
+
+from __future__ import annotations
+
+from tests.e2e.conftest import CHROMIUM
+from veo.browser import context as ctxmod
+from veo.browser.context import BrowserSession
+from veo.sandbox.flow import FakeFlow
+
+
+async def test_reuse_recycle_and_relaunch(fake_flow: FakeFlow, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # memory-driven recycling is tested below; here only the job count may recycle
+    monkeypatch.setattr(ctxmod, "process_tree_rss", lambda _pid: 100 * 2**20)
+    session = BrowserSession(executable=CHROMIUM, headless=True, recycle_jobs=2)
+    await session.load(fake_flow.storage_state())
+    try:
+        for _ in range(3):
+            async with session.page() as page:
+                await page.goto(fake_flow.home)
+                assert "signin" not in page.url
+            await session.job_done()
+        assert session.launches == 1  # one browser for every job
+        assert session.contexts == 2  # recycled after two jobs, cookies carried over
+        # the browser dies (OOM killer, crash): the next job gets a new one
+        browser = session._browser
+        assert browser is not None
+        await browser.close()
+        async with session.page() as page:
+            await page.goto(fake_flow.home)
+            assert "signin" not in page.url  # the login survived the relaunch
+        assert session.launches == 2
+    finally:
+        await session.close()
+
+
+async def test_memory_growth_recycles_early(fake_flow: FakeFlow, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    session = BrowserSession(executable=CHROMIUM, headless=True, recycle_jobs=1000)
+    await session.load(fake_flow.storage_state())
+    sizes = iter([100, 120, 400, 100])
+    monkeypatch.setattr(ctxmod, "process_tree_rss", lambda _pid: next(sizes) * 2**20)
+    try:
+        for _ in range(4):
+            async with session.page() as page:
+                await page.goto(fake_flow.home)
+            await session.job_done()
+        assert session.contexts == 2  # the third job's 400 MB (> 1.5 x 100) forced a recycle
+    finally:
+        await session.close()
