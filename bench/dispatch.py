@@ -69,7 +69,7 @@ async def measure(svc: Services, user: dict, probe: Probe) -> list[float]:  # ty
             clips=[(f"p{i}", None, None)])
         probe.event.clear()
         t0 = time.perf_counter()
-        await lifecycle.enqueue(svc, job["id"], job["run_seq"])
+        await lifecycle.enqueue(svc, job)
         await asyncio.wait_for(probe.event.wait(), 10)
         latencies.append((probe.started[job["id"]] - t0) * 1000)
         await asyncio.sleep(0.005)

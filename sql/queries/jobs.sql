@@ -103,7 +103,7 @@ SET status = 'queued', paused_reason = NULL, flow_needs_auth = false, resume_at 
     run_seq = run_seq + 1, updated_at = now()
 WHERE status = 'paused' AND paused_reason = 'flow_needs_auth'
   AND coalesce(flow_account, 'default') = $1
-RETURNING id, run_seq;
+RETURNING id, run_seq, backend, flow_account;
 
 -- name: resume_api_due
 UPDATE jobs j
@@ -113,7 +113,7 @@ WHERE j.status = 'paused' AND j.paused_reason = 'api_keys_exhausted'
   AND EXISTS (SELECT 1 FROM api_keys k
               WHERE (k.user_id = j.user_id OR k.user_id IS NULL)
                 AND (k.status = 'active' OR (k.status = 'cooling' AND k.cooling_until <= now())))
-RETURNING id, run_seq;
+RETURNING id, run_seq, backend, flow_account;
 
 -- name: cancel_job
 UPDATE jobs
@@ -142,7 +142,7 @@ UPDATE jobs
 SET status = 'queued', run_seq = run_seq + 1, error = NULL, finished_at = NULL, progress = 0,
     updated_at = now()
 WHERE backend = 'flow' AND status = 'failed' AND ($1::text IS NULL OR coalesce(flow_account, 'default') = $1)
-RETURNING id, run_seq;
+RETURNING id, run_seq, backend, flow_account;
 
 -- name: delete_job
 DELETE FROM jobs WHERE id = $1 AND status NOT IN ('running') RETURNING id;
@@ -180,7 +180,8 @@ DELETE FROM operations WHERE job_id = $1 AND clip = $2 AND request = $3;
 
 -- Reconciler: unfinished jobs whose arq entry may be gone.
 -- name: queued_jobs
-SELECT id, run_seq, backend FROM jobs WHERE status = 'queued' ORDER BY created_at LIMIT $1;
+SELECT id, run_seq, backend, flow_account FROM jobs WHERE status = 'queued'
+ORDER BY created_at LIMIT $1;
 
 -- A running job whose worker stopped beating is orphaned: back to the queue, new run number.
 -- name: requeue_orphans
@@ -188,7 +189,7 @@ UPDATE jobs
 SET status = 'queued', run_seq = run_seq + 1, heartbeat_at = NULL, worker_id = NULL,
     updated_at = now()
 WHERE status = 'running' AND heartbeat_at < now() - make_interval(secs => $1)
-RETURNING id, run_seq;
+RETURNING id, run_seq, backend, flow_account;
 
 -- name: fail_overdue
 UPDATE jobs

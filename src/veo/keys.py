@@ -47,6 +47,11 @@ def arq_job_id(job_id: str, run_seq: int) -> str:
     return f"veo:{job_id}:{run_seq}"
 
 
+def flow_queue(account: str) -> str:
+    """Flow jobs of one account wait in their own queue, read only by that account's worker."""
+    return f"arq:queue:flow:{_part(account)}"
+
+
 def flow_paused_flag(account: str) -> str:
     return f"veo:flow:paused:{_part(account)}"
 

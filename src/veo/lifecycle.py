@@ -48,8 +48,16 @@ return 0
 _JOB_TTL_MS = 86_400_000  # arq's expires_extra_ms: a job not started within a day expires
 
 
-async def enqueue(svc: Services, job_id: str, run_seq: int, *, defer: float | None = None) -> bool:
-    """Queue one run of a job. The arq id includes the run number, so repeating it is a no-op."""
+def queue_of(job: Row) -> str:
+    if job["backend"] == "flow":
+        return keys.flow_queue(job.get("flow_account") or "default")
+    return default_queue_name
+
+
+async def enqueue(svc: Services, job: Row, *, defer: float | None = None) -> bool:
+    """Queue one run of a job (a row with id, run_seq, backend, flow_account). The arq id
+    includes the run number, so repeating it is a no-op."""
+    job_id, run_seq = job["id"], job["run_seq"]
     arq_id = keys.arq_job_id(job_id, run_seq)
     now_ms = int(time.time() * 1000)
     score = now_ms + int((defer or 0) * 1000)
@@ -57,7 +65,7 @@ async def enqueue(svc: Services, job_id: str, run_seq: int, *, defer: float | No
     ttl = str(_JOB_TTL_MS + score - now_ms)
     script: Any = svc.redis.eval  # redis-py types eval's arguments as str only
     added = await script(_ENQUEUE, 3, job_key_prefix + arq_id, result_key_prefix + arq_id,
-                         default_queue_name, ttl, payload, str(score), arq_id)
+                         queue_of(job), ttl, payload, str(score), arq_id)
     return bool(added)
 
 
@@ -126,7 +134,7 @@ async def create_job(svc: Services, user: Row, req: jobs.JobRequest, *,
         return _replay(existing, body_hash), False
     log.info("job.created", job_id=job["id"], backend=backend, model=valid.model,
              clips=len(valid.clips), user_id=user["id"])
-    await enqueue(svc, job["id"], job["run_seq"])
+    await enqueue(svc, job)
     return job, True
 
 
@@ -170,7 +178,7 @@ async def retry_job(svc: Services, job: Row) -> Row:
     row = await svc.db.retry_job(job["id"])
     if row is None:
         raise Conflict("the job changed state; try again", code="not_retryable")
-    await enqueue(svc, row["id"], row["run_seq"])
+    await enqueue(svc, row)
     log.info("job.resumed", job_id=row["id"], backend=row["backend"], reason="retry")
     await publish(svc, row["id"], "queued", 0)
     return row
@@ -190,7 +198,7 @@ async def delete_job(svc: Services, job: Row) -> None:
 async def retry_failed_flow(svc: Services, account: str | None = None) -> int:
     rows = await svc.db.retry_failed_flow(account)
     for row in rows:
-        await enqueue(svc, row["id"], row["run_seq"])
+        await enqueue(svc, row)
         log.info("job.resumed", job_id=row["id"], backend="flow", reason="retry_failed")
     return len(rows)
 
@@ -200,7 +208,7 @@ async def resume_flow_account(svc: Services, account: str) -> int:
     await svc.redis.delete(keys.flow_paused_flag(account))
     rows = await svc.db.resume_flow(account)
     for row in rows:
-        await enqueue(svc, row["id"], row["run_seq"])
+        await enqueue(svc, row)
         log.info("job.resumed", job_id=row["id"], backend="flow", account=account,
                  reason="flow_auth_reloaded")
         await publish(svc, row["id"], "queued")
@@ -210,7 +218,7 @@ async def resume_flow_account(svc: Services, account: str) -> int:
 async def resume_due_api_jobs(svc: Services) -> int:
     rows = await svc.db.resume_api_due()
     for row in rows:
-        await enqueue(svc, row["id"], row["run_seq"])
+        await enqueue(svc, row)
         log.info("job.resumed", job_id=row["id"], backend="api", reason="key_available")
         await publish(svc, row["id"], "queued")
     return len(rows)

@@ -99,7 +99,7 @@ async def test_sigkill_mid_flow_generation_recovers(harness: Harness, fake_flow:
         clips=[("crash in the middle", None, None)])
     from veo import lifecycle
 
-    await lifecycle.enqueue(h.svc, job["id"], job["run_seq"])
+    await lifecycle.enqueue(h.svc, job)
     log = tmp_path / "flow-worker.log"
     first = await spawn_worker(env, log)
     try:

@@ -26,7 +26,7 @@ async def reconcile_once(svc: Services) -> dict[str, int]:
         try:
             s = svc.settings
             for row in await svc.db.requeue_orphans(s.stale_after_seconds):
-                await lifecycle.enqueue(svc, row["id"], row["run_seq"])
+                await lifecycle.enqueue(svc, row)
                 counts["orphans"] += 1
                 log.warning("reconciler.requeued", job_id=row["id"], reason="worker_lost")
             for row in await svc.db.fail_overdue(s.api_job_timeout, s.flow_job_timeout):
@@ -37,7 +37,7 @@ async def reconcile_once(svc: Services) -> dict[str, int]:
                 await lifecycle.notify_terminal(svc, row)
             for row in await svc.db.queued_jobs():
                 if not await _arq_knows(svc, row["id"], row["run_seq"]):
-                    await lifecycle.enqueue(svc, row["id"], row["run_seq"])
+                    await lifecycle.enqueue(svc, row)
                     counts["requeued"] += 1
                     log.info("reconciler.requeued", job_id=row["id"], backend=row["backend"],
                              reason="missing_from_queue")

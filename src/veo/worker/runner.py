@@ -196,7 +196,7 @@ async def _requeue(svc: Services, job: Row, error: dict[str, Any] | None, *, rea
     defer = None
     if reason != "shutdown":
         defer = RETRY_BACKOFF[min(job["attempts"], len(RETRY_BACKOFF)) - 1]
-    await lifecycle.enqueue(svc, row["id"], row["run_seq"], defer=defer)
+    await lifecycle.enqueue(svc, row, defer=defer)
     log.info("job.requeued", job_id=job["id"], backend=job["backend"], reason=reason,
              defer=defer)
     await lifecycle.publish(svc, job["id"], "queued")

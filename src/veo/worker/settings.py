@@ -17,7 +17,7 @@ from typing import Any
 from arq.connections import RedisSettings
 from arq.worker import Worker
 
-from veo import config, logs
+from veo import config, keys, logs
 from veo.errors import ConfigError
 from veo.gemini import Gemini
 from veo.keypool import KeyPool
@@ -61,6 +61,18 @@ def make_startup(settings: config.Settings, *, flow: bool) -> Any:
             ctx["closers"].append(fb.close)
             backends["flow"] = fb
             _spawn(ctx, fb.watch_state(), "flow-state-watcher")
+            # this account's Flow jobs have a queue of their own, read by a second arq loop
+            # in this process (sharing ctx): a worker never runs another account's Flow jobs
+            run_job: Any = runner.run_job  # arq types its functions loosely
+            shared: Any = ctx
+            flow_worker = Worker(
+                functions=[run_job], queue_name=keys.flow_queue(settings.flow_account),
+                redis_settings=RedisSettings.from_dsn(settings.redis_url), ctx=shared,
+                handle_signals=False, poll_delay=POLL_DELAY,
+                max_jobs=max(4, 4 * settings.flow_max_concurrent), job_timeout=JOB_TIMEOUT,
+                keep_result=0, max_tries=1_000, health_check_interval=30)
+            _spawn(ctx, flow_worker.main(), "flow-queue")
+            ctx["closers"].append(flow_worker.close)
         ctx["backends"] = backends
         _spawn(ctx, reconciler.run_forever(svc), "reconciler")
         log.info("worker.started", worker_id=ctx["worker_id"], backends=sorted(backends),
