@@ -17,6 +17,15 @@ from veo.sandbox.flow import FakeFlow
 from veo.sandbox.gemini import FakeGemini
 
 
+def worker_env(h: Harness, **extra: str) -> dict[str, str]:
+    """The environment of a worker process sharing the harness's database, Redis, storage."""
+    s = h.settings
+    return {"DATABASE_URL": s.database_url, "REDIS_URL": s.redis_url,
+            "STORAGE_DIR": s.storage_dir, "VEO_SECRET_KEY": s.secret_key,
+            "VEO_HEARTBEAT_SECONDS": "0.2", "VEO_STALE_AFTER_SECONDS": "1.5",
+            "VEO_RECONCILE_SECONDS": "0.3", **extra}
+
+
 async def spawn_worker(env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
     arq = str(Path(sys.executable).parent / "arq")
     fh = log.open("ab")
@@ -28,11 +37,8 @@ async def test_sigkill_mid_job_resumes_same_operation(harness: Harness, fake_gem
                                                       tmp_path: Path) -> None:
     h = harness
     s = h.settings
-    env = {"DATABASE_URL": s.database_url, "REDIS_URL": s.redis_url,
-           "STORAGE_DIR": s.storage_dir, "VEO_SECRET_KEY": s.secret_key,
-           "GEMINI_BASE_URL": fake_gemini.url, "FLOW_BACKEND_ENABLED": "false",
-           "VEO_POLL_SECONDS": "0.1", "VEO_HEARTBEAT_SECONDS": "0.2",
-           "VEO_STALE_AFTER_SECONDS": "1.5", "VEO_RECONCILE_SECONDS": "0.3"}
+    env = worker_env(h, GEMINI_BASE_URL=fake_gemini.url, FLOW_BACKEND_ENABLED="false",
+                     VEO_POLL_SECONDS="0.1")
     _, token = await h.user("crashy")
     key = new_key("crash")
     await add_key(h, token, key)
@@ -79,14 +85,10 @@ async def test_sigkill_mid_flow_generation_recovers(harness: Harness, fake_flow:
     from veo import flow_state
 
     h = harness
-    s = h.settings
     account = "crashflow"
-    env = {"DATABASE_URL": s.database_url, "REDIS_URL": s.redis_url,
-           "STORAGE_DIR": s.storage_dir, "VEO_SECRET_KEY": s.secret_key,
-           "FLOW_BACKEND_ENABLED": "true", "FLOW_BASE_URL": fake_flow.home,
-           "FLOW_BROWSER_EXECUTABLE": CHROMIUM, "FLOW_ACCOUNT": account,
-           "VEO_HEARTBEAT_SECONDS": "0.2", "VEO_STALE_AFTER_SECONDS": "1.5",
-           "VEO_RECONCILE_SECONDS": "0.3", "FLOW_STATE_POLL_SECONDS": "0.5"}
+    env = worker_env(h, FLOW_BACKEND_ENABLED="true", FLOW_BASE_URL=fake_flow.home,
+                     FLOW_BROWSER_EXECUTABLE=CHROMIUM, FLOW_ACCOUNT=account,
+                     FLOW_STATE_POLL_SECONDS="0.5")
     await flow_state.write(h.svc.storage, h.svc.box, account, fake_flow.storage_state())
     _, token = await h.user("flowcrash")
     fake_flow.delay = 3.0
@@ -133,12 +135,8 @@ async def test_sigterm_hands_running_job_back(harness: Harness, fake_gemini: Fak
     """Graceful shutdown: a job still running when the grace period ends goes back to the
     queue (not failed), and the next worker finishes it on the same operation."""
     h = harness
-    s = h.settings
-    env = {"DATABASE_URL": s.database_url, "REDIS_URL": s.redis_url,
-           "STORAGE_DIR": s.storage_dir, "VEO_SECRET_KEY": s.secret_key,
-           "GEMINI_BASE_URL": fake_gemini.url, "FLOW_BACKEND_ENABLED": "false",
-           "VEO_POLL_SECONDS": "0.1", "VEO_HEARTBEAT_SECONDS": "0.2",
-           "VEO_RECONCILE_SECONDS": "0.3"}
+    env = worker_env(h, GEMINI_BASE_URL=fake_gemini.url, FLOW_BACKEND_ENABLED="false",
+                     VEO_POLL_SECONDS="0.1")
     _, token = await h.user("graceful")
     await add_key(h, token, new_key("term"))
     fake_gemini.delay = 40.0  # longer than the 10 s grace period

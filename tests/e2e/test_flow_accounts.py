@@ -4,9 +4,9 @@ login expiry pauses only the account it happened to."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from tests.e2e.conftest import CHROMIUM
+from tests.e2e.test_crash import worker_env
 from tests.harness import Harness
 from veo import config, flow_state, lifecycle
 from veo.sandbox.flow import FakeFlow
@@ -23,9 +23,9 @@ async def test_accounts_pause_independently(harness: Harness, fake_flow: FakeFlo
     fake_flow.delay = 0.3
     base = {"FLOW_BACKEND_ENABLED": "true", "FLOW_BROWSER_EXECUTABLE": CHROMIUM,
             "FLOW_JOB_TIMEOUT": "30", "FLOW_STATE_POLL_SECONDS": "0.3"}
-    settings_a = config.load({**_env(h), **base, "FLOW_ACCOUNT": "alpha",
+    settings_a = config.load({**worker_env(h), **base, "FLOW_ACCOUNT": "alpha",
                                    "FLOW_BASE_URL": fake_flow.home})
-    settings_b = config.load({**_env(h), **base, "FLOW_ACCOUNT": "beta",
+    settings_b = config.load({**worker_env(h), **base, "FLOW_ACCOUNT": "beta",
                                    "FLOW_BASE_URL": other.home})
     await flow_state.write(h.svc.storage, h.svc.box, "alpha", fake_flow.storage_state())
     await flow_state.write(h.svc.storage, h.svc.box, "beta", other.storage_state())
@@ -65,9 +65,3 @@ async def test_accounts_pause_independently(harness: Harness, fake_flow: FakeFlo
     finally:
         await other.stop()
 
-
-def _env(h: Harness) -> dict[str, Any]:
-    s = h.settings
-    return {"DATABASE_URL": s.database_url, "REDIS_URL": s.redis_url,
-            "STORAGE_DIR": s.storage_dir, "VEO_SECRET_KEY": s.secret_key,
-            "VEO_HEARTBEAT_SECONDS": "0.2", "VEO_RECONCILE_SECONDS": "0.3"}
