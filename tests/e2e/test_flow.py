@@ -182,3 +182,22 @@ async def test_max_concurrent_respected(flow_harness: Harness, fake_flow: FakeFl
             == "succeeded"
     flow = h.worker.ctx["backends"]["flow"]  # type: ignore[union-attr]
     assert flow.peak_running == 2  # type: ignore[attr-defined]
+
+
+async def test_login_stored_while_no_worker_ran_resumes_at_startup(
+        flow_harness: Harness) -> None:
+    from veo import keys
+
+    h = flow_harness
+    _, token = await h.user("startup")
+    job_id = await submit(h, token, {"prompt": "waited through a restart"})
+    row = await h.svc.db.get_job(job_id)
+    assert row is not None
+    # as a worker that died after a login expiry left it: flag set, job paused
+    assert await h.svc.db.pause_job(job_id, row["run_seq"], "flow_needs_auth") is not None
+    await h.svc.redis.set(keys.flow_paused_flag(h.settings.flow_account), "1")
+    # the (valid) login in the bucket was stored meanwhile; a new worker starts
+    await h.start_worker(flow=True)
+    done = await h.wait_job(token, job_id, {"succeeded", "failed"}, timeout=60)
+    assert done["status"] == "succeeded", done
+    assert not await h.svc.redis.exists(keys.flow_paused_flag(h.settings.flow_account))

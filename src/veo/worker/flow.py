@@ -58,7 +58,12 @@ class FlowBackend:
         self.peak_running = 0
 
     async def start(self) -> None:
-        await self._load_state(verify=False)
+        loaded = await self._load_state(verify=False)
+        # a new login may have arrived while no worker was running: check it now, since the
+        # watcher only reacts to changes from here on
+        if loaded and await lifecycle.flow_paused(self.svc, self.account) and \
+                await self.verify():
+            await self._resume("startup")
 
     async def close(self) -> None:
         await self._save_state()
@@ -142,6 +147,9 @@ class FlowBackend:
         if self._saved_fingerprint is None:
             self._saved_fingerprint = fp  # the state as loaded: nothing new to save
             return
+        head = await self.svc.storage.head(self.state_key)
+        if head is not None and head.etag != self._etag:
+            return  # someone stored a new login meanwhile: never overwrite it with ours
         self._etag = await flow_state.write(self.svc.storage, self.svc.box, self.account, state,
                                             self.state_key)
         self._saved_fingerprint = fp
@@ -172,10 +180,14 @@ class FlowBackend:
         ok = await self._load_state(verify=True)
         log.info("flow.auth_reloaded", account=self.account, logged_in=ok)
         if ok:
-            await self.svc.db.flow_verified(self.account)
-            await alerts.clear(self.svc, "flow_login_required", self.account)
-            await lifecycle.resume_flow_account(self.svc, self.account)
+            await self._resume("state_changed")
         return ok
+
+    async def _resume(self, why: str) -> None:
+        await self.svc.db.flow_verified(self.account)
+        await alerts.clear(self.svc, "flow_login_required", self.account)
+        n = await lifecycle.resume_flow_account(self.svc, self.account)
+        log.info("flow.resumed", account=self.account, jobs=n, why=why)
 
     async def watch_state(self) -> None:
         while True:
