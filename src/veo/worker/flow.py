@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -138,9 +140,6 @@ class FlowBackend:
         state = await self.browser.storage_state()
         if not state:
             return
-        import hashlib
-        import json
-
         fp = hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
         if fp == self._saved_fingerprint:
             return

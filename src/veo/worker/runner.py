@@ -16,6 +16,7 @@ from veo import lifecycle, logs
 from veo.db import Row
 from veo.errors import AllKeysCooling, GenerationFailed, LoginRequired, NoUsableKey, VeoError
 from veo.services import Services
+from veo.worker import alerts
 from veo.worker.context import Backend, ClipRun, Ctx
 
 log = logs.get_logger("veo.worker")
@@ -203,8 +204,6 @@ async def _requeue(svc: Services, job: Row, error: dict[str, Any] | None, *, rea
 
 
 async def _pause_flow(svc: Services, job: Row, exc: LoginRequired) -> str:
-    from veo.worker import alerts
-
     account = job.get("flow_account") or svc.settings.flow_account
     await alerts.flow_login_required(svc, account, job_id=job["id"], detail=exc.message)
     if await svc.db.pause_job(job["id"], job["run_seq"], "flow_needs_auth") is not None:
@@ -219,8 +218,6 @@ async def _pause_flow(svc: Services, job: Row, exc: LoginRequired) -> str:
 
 
 async def _alert_exhausted(svc: Services, job: Row) -> None:
-    from veo.worker import alerts
-
     await alerts.send_once(svc, "api_keys_exhausted", job["user_id"], {
         "kind": "api_keys_exhausted", "job_id": job["id"],
         "message": "every usable Gemini key is cooling down; API jobs are paused"})
