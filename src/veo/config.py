@@ -10,11 +10,32 @@ import dataclasses
 import os
 import secrets
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from veo.errors import ConfigError
 
 MIN_SECRET_LEN = 32
+# In sandbox mode the web process serves the fakes beside itself, on PORT+1 and PORT+2; the
+# worker derives the same addresses from the same PORT.
+SANDBOX_GEMINI_OFFSET = 1
+SANDBOX_FLOW_OFFSET = 2
+
+
+def _sandbox_secret(root: Path) -> str:
+    """A generated secret kept under STORAGE_DIR, so every sandbox process shares it."""
+    path = root / ".sandbox-secret"
+    if path.exists():
+        return path.read_text().strip()
+    root.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(48)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another sandbox process won the race
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value)
+    return value
 
 
 class Secret(str):
@@ -121,7 +142,7 @@ def load(env: Mapping[str, str] | None = None, *, require_secret: bool = True) -
     secret = get("VEO_SECRET_KEY")
     if secret is None:
         if sandbox:
-            secret = secrets.token_urlsafe(48)
+            secret = _sandbox_secret(Path(get("STORAGE_DIR", "./data") or "./data"))
         elif require_secret:
             raise ConfigError(
                 "VEO_SECRET_KEY is not set: set it to a random string of at least "
@@ -155,6 +176,7 @@ def load(env: Mapping[str, str] | None = None, *, require_secret: bool = True) -
     if get("S3_BUCKET") and not (access and secret_access):
         raise ConfigError("S3_BUCKET is set but S3_ACCESS_KEY or S3_SECRET_KEY is missing")
 
+    port = _int("PORT", get("PORT", "8000") or "8000", minimum=1)
     kw: dict[str, Any] = dict(
         database_url=get("DATABASE_URL", "postgresql://localhost/veo"),
         redis_url=get("REDIS_URL") or get("KEYVALUE_URL") or "redis://localhost:6379/0",
@@ -167,12 +189,15 @@ def load(env: Mapping[str, str] | None = None, *, require_secret: bool = True) -
         secret_key=Secret(secret),
         admin_token=Secret(admin) if admin else None,
         gemini_api_keys=keys,
-        gemini_base_url=get("GEMINI_BASE_URL"),
+        gemini_base_url=get("GEMINI_BASE_URL") or (
+            f"http://127.0.0.1:{port + SANDBOX_GEMINI_OFFSET}" if sandbox else None),
         default_model=get("VEO_DEFAULT_MODEL", "veo-3.1-fast-generate-preview"),
         flow_enabled=_bool("FLOW_BACKEND_ENABLED", get("FLOW_BACKEND_ENABLED", "true") or "true"),
         flow_account=account,
         flow_storage_state_key=state_key,
-        flow_base_url=get("FLOW_BASE_URL", "https://labs.google/fx/tools/flow"),
+        flow_base_url=get("FLOW_BASE_URL") or (
+            f"http://127.0.0.1:{port + SANDBOX_FLOW_OFFSET}/fx/tools/flow" if sandbox
+            else "https://labs.google/fx/tools/flow"),
         flow_max_concurrent=_int(
             "FLOW_MAX_CONCURRENT", get("FLOW_MAX_CONCURRENT", "1") or "1", minimum=1
         ),
@@ -184,7 +209,7 @@ def load(env: Mapping[str, str] | None = None, *, require_secret: bool = True) -
         sandbox=sandbox,
         log_format=log_format,
         host=get("HOST", "127.0.0.1"),
-        port=_int("PORT", get("PORT", "8000") or "8000", minimum=1),
+        port=port,
         api_job_timeout=_float("VEO_API_JOB_TIMEOUT", get("VEO_API_JOB_TIMEOUT", "1800") or "1800",
                                minimum=1),
         heartbeat_seconds=_float("VEO_HEARTBEAT_SECONDS", get("VEO_HEARTBEAT_SECONDS", "2") or "2",

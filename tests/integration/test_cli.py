@@ -212,3 +212,66 @@ async def test_serve_answers_health(cli_env: dict[str, str]) -> None:
     assert proc.returncode in (0, -15)
     assert b'"event": "web.started"' in out and b"Application shutdown complete" in out
     assert SECRET.encode() not in out
+
+
+async def test_sandbox_web_and_worker_processes(pg_dsn: str, redis_url: str,
+                                                tmp_path: Path) -> None:
+    """``VEO_SANDBOX=1`` with the Procfile's two processes: offline, no other set-up."""
+    import httpx
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    while True:  # the fakes take PORT+1 and PORT+2
+        try:
+            import socket
+
+            for p in (port + 1, port + 2):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+            break
+        except OSError:
+            port = free_port()
+    env = {"VEO_SANDBOX": "1", "DATABASE_URL": pg_dsn, "REDIS_URL": redis_url,
+           "STORAGE_DIR": str(tmp_path / "sandbox"), "PORT": str(port),
+           "FLOW_BROWSER_EXECUTABLE": CHROMIUM, "FLOW_ACCOUNT": "sandboxed",
+           "VEO_POLL_SECONDS": "0.3", "FLOW_STATE_POLL_SECONDS": "0.5"}
+    full = {"PATH": os.environ["PATH"], **env}
+    code, out = await run(["veo", "users", "create", "sandy"], env)
+    assert code == 0, out
+    token = out.split("token (shown once): ")[1].split()[0]
+    web = await asyncio.create_subprocess_exec(str(BIN / "veo"), "serve", env=full,
+                                               stdout=asyncio.subprocess.DEVNULL,
+                                               stderr=asyncio.subprocess.DEVNULL)
+    worker = None
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30,
+                                     headers={"Authorization": f"Bearer {token}"}) as client:
+            for _ in range(100):
+                try:
+                    await client.get("/api/health")
+                    break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.1)
+            worker = await asyncio.create_subprocess_exec(
+                str(BIN / "arq"), "veo.worker.Settings", env=full,
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+            ids = []
+            for backend in ("auto", "flow"):
+                resp = await client.post("/api/jobs", json={"prompt": f"sandbox {backend}",
+                                                            "backend": backend})
+                assert resp.status_code == 201, resp.text
+                ids.append(resp.json()["id"])
+            assert [(await client.get(f"/api/jobs/{i}")).json()["backend"] for i in ids] == \
+                ["api", "flow"]
+            for _ in range(300):
+                bodies = [(await client.get(f"/api/jobs/{i}")).json() for i in ids]
+                if all(b["status"] in ("succeeded", "failed") for b in bodies):
+                    break
+                await asyncio.sleep(0.2)
+            assert [b["status"] for b in bodies] == ["succeeded", "succeeded"], bodies
+    finally:
+        for proc in (worker, web):
+            if proc is not None and proc.returncode is None:
+                proc.terminate()
+                await asyncio.wait_for(proc.wait(), 30)

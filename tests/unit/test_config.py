@@ -28,9 +28,14 @@ def test_short_secret_refused() -> None:
         config.load({"VEO_SECRET_KEY": "short"})
 
 
-def test_sandbox_generates_secret() -> None:
-    s = config.load({"VEO_SANDBOX": "1"})
+def test_sandbox_generates_and_shares_a_secret(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    env = {"VEO_SANDBOX": "1", "STORAGE_DIR": str(tmp_path), "PORT": "9100"}
+    s = config.load(env)
     assert len(s.secret_key) >= 32
+    assert config.load(env).secret_key == s.secret_key  # the worker gets the same one
+    assert (tmp_path / ".sandbox-secret").stat().st_mode & 0o777 == 0o600
+    assert s.gemini_base_url == "http://127.0.0.1:9101"
+    assert s.flow_base_url == "http://127.0.0.1:9102/fx/tools/flow"
 
 
 def test_keyvalue_url_alias_and_precedence() -> None:

@@ -106,7 +106,7 @@ async def _demo(*, once: bool, port: int | None, root: Path) -> int:
     logging.getLogger().setLevel(logging.WARNING)
     svc = await build_services(settings)
     host = settings.host
-    web, web_task = await _serve(create_app(settings, services=svc), host,
+    web, web_task = await _serve(create_app(settings, services=svc, sandbox_fakes=False), host,
                                  port if port is not None else settings.port)
     base = f"http://{host}:{web.servers[0].sockets[0].getsockname()[1]}"
     from veo.worker import settings as worker_settings

@@ -14,7 +14,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from veo import gemini, logs
+from veo import gemini, logs, sandbox
 from veo.config import Settings
 from veo.errors import VeoError
 from veo.keypool import KeyPool
@@ -81,13 +81,17 @@ def routes() -> list[Any]:
     ]
 
 
-def create_app(settings: Settings, services: Services | None = None) -> Starlette:
-    """Build the app. Tests may pass ready services; otherwise the lifespan builds them."""
+def create_app(settings: Settings, services: Services | None = None, *,
+               sandbox_fakes: bool = True) -> Starlette:
+    """Build the app. Tests may pass ready services; otherwise the lifespan builds them.
+    With ``VEO_SANDBOX=1`` the app also serves the fakes, unless the caller runs its own."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         svc = services or await build_services(settings)
         app.state.services = svc
+        fakes = (await sandbox.start_beside_web(settings, svc)
+                 if settings.sandbox and sandbox_fakes else [])
         gem = gemini.Gemini(settings)
         app.state.validate_key = gem.validate_key
         await KeyPool(svc.db, svc.box, settings).sync_operator_pool(settings.gemini_api_keys)
@@ -96,6 +100,8 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
             yield
         finally:
             await gem.close()
+            for fake in fakes:
+                await fake.stop()
             if services is None:
                 await svc.close()
 
