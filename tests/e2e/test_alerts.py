@@ -35,7 +35,7 @@ async def receiver() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
                                                                    methods=["POST"])]),
                                            host="127.0.0.1", port=0, log_level="warning"))
     task = asyncio.create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
+    while not server.started:
         await asyncio.sleep(0.01)
     yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}/alert", got
     server.should_exit = True
