@@ -9,6 +9,7 @@ import os
 import shutil
 import stat
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -214,10 +215,32 @@ async def test_serve_answers_health(cli_env: dict[str, str]) -> None:
     assert SECRET.encode() not in out
 
 
-async def test_sandbox_web_and_worker_processes(pg_dsn: str, redis_url: str,
+@pytest.fixture
+async def own_database() -> AsyncIterator[str]:
+    """A database of this test's own: the sandbox adds an operator key that would change
+    routing for every later test sharing the session database."""
+    import uuid
+
+    import asyncpg
+
+    from tests.conftest import PG_ADMIN_DSN
+
+    name = f"veo_sandbox_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(PG_ADMIN_DSN)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield PG_ADMIN_DSN.rsplit("/", 1)[0] + "/" + name
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def test_sandbox_web_and_worker_processes(own_database: str, redis_url: str,
                                                 tmp_path: Path) -> None:
     """``VEO_SANDBOX=1`` with the Procfile's two processes: offline, no other set-up."""
     import httpx
+
+    pg_dsn = own_database
 
     from tests.conftest import free_port
 

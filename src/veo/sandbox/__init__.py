@@ -23,7 +23,9 @@ async def start_beside_web(settings: Any, svc: Any) -> list[Any]:
         gem.delay = 3.0
         await gem.start(port=g.port)
         started.append(gem)
-        if not settings.gemini_api_keys and not await svc.db.all_keys():
+        pool_keys = [k for k in await svc.db.all_keys()
+                     if k["user_id"] is None and k["status"] != "invalid"]
+        if not settings.gemini_api_keys and not pool_keys:
             # an operator key the fake accepts, so jobs route to the API backend
             await KeyPool(svc.db, svc.box, settings).sync_operator_pool(
                 (f"AIza-sandbox-{secrets.token_hex(16)}",))
