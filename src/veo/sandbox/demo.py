@@ -56,19 +56,6 @@ async def _ensure_database(dsn: str) -> None:
         await admin.close()
 
 
-def _secret(root: Path) -> str:
-    # the sandbox keeps its generated secret, so keys it stored stay readable next run
-    path = root / ".demo-secret"
-    if path.exists():
-        return path.read_text().strip()
-    root.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_urlsafe(48)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(value)
-    return value
-
-
 async def _serve(app: Any, host: str, port: int) -> tuple[uvicorn.Server, asyncio.Task[Any]]:
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
                                            access_log=False))
@@ -92,7 +79,6 @@ async def _demo(*, once: bool, port: int | None, root: Path) -> int:
         shutil.which("chromium-browser") or shutil.which("google-chrome")
     env.update({
         "VEO_SANDBOX": "1", "DATABASE_URL": dsn, "STORAGE_DIR": str(root),
-        "VEO_SECRET_KEY": env.get("VEO_SECRET_KEY") or _secret(root),
         "GEMINI_BASE_URL": gemini.url, "FLOW_BASE_URL": flow.home,
         "VEO_POLL_SECONDS": "0.5", "FLOW_STATE_POLL_SECONDS": "1", "LOG_FORMAT": "console",
         "VEO_RECONCILE_SECONDS": "2", "S3_BUCKET": "",
