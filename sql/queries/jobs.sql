@@ -82,9 +82,11 @@ SET status = 'queued', run_seq = run_seq + 1, heartbeat_at = NULL, worker_id = N
 WHERE id = $1 AND run_seq = $2 AND status = 'running'
 RETURNING *;
 
+-- A pause spends no try: the run that found the cause gives its attempt back.
 -- name: pause_job
 UPDATE jobs
 SET status = 'paused', paused_reason = $3, flow_needs_auth = ($3 = 'flow_needs_auth'),
+    attempts = CASE WHEN status = 'running' THEN greatest(attempts - 1, 0) ELSE attempts END,
     resume_at = $4, heartbeat_at = NULL, worker_id = NULL, run_seq = run_seq + 1, updated_at = now()
 WHERE id = $1 AND run_seq = $2 AND status IN ('running', 'queued')
 RETURNING *;

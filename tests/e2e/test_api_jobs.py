@@ -196,6 +196,8 @@ async def test_all_keys_cooling_pauses_then_resumes(harness: Harness,
         await asyncio.sleep(0.05)
     assert seen_paused
     assert all(b["status"] == "succeeded" for b in bodies), bodies
+    # a pause spends no try: only the run that made the video counts
+    assert all(b["attempts"] == 1 for b in bodies), [b["attempts"] for b in bodies]
 
 
 async def test_safety_filtered_clip_fails_with_reasons(harness: Harness) -> None:
