@@ -31,14 +31,11 @@ def _settings() -> config.Settings:
 
 
 async def _store(settings: config.Settings, state: dict[str, Any]) -> str:
-    from veo.services import build_services
+    from veo.services import opened
 
-    svc = await build_services(settings)
-    try:
+    async with opened(settings) as svc:
         await flow_state.write(svc.storage, svc.box, settings.flow_account, state,
                                settings.flow_storage_state_key)
-    finally:
-        await svc.close()
     return settings.flow_storage_state_key
 
 
@@ -94,10 +91,9 @@ async def upload(settings: config.Settings, path: Path) -> int:
 async def check(settings: config.Settings) -> int:
     from veo.browser.context import BrowserSession
     from veo.browser.flow import is_login_page
-    from veo.services import build_services
+    from veo.services import opened
 
-    svc = await build_services(settings)
-    try:
+    async with opened(settings) as svc:
         loaded = await flow_state.read(svc.storage, svc.box, settings.flow_account,
                                        settings.flow_storage_state_key)
         if loaded is None:
@@ -115,8 +111,6 @@ async def check(settings: config.Settings) -> int:
             await session.close()
         if ok:
             await svc.db.flow_verified(settings.flow_account)
-    finally:
-        await svc.close()
     print(f"account {settings.flow_account}: {'logged in' if ok else 'NOT logged in'}")
     return 0 if ok else 1
 

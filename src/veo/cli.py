@@ -42,15 +42,12 @@ async def _migrate(settings: config.Settings) -> int:
 
 
 async def _users_create(settings: config.Settings, name: str, admin: bool) -> int:
-    from veo.services import build_services, token_hash
+    from veo.services import opened, token_hash
     from veo.web.auth import new_token
 
-    svc = await build_services(settings)
-    try:
-        token = new_token()
+    token = new_token()
+    async with opened(settings) as svc:
         row = await svc.db.create_user(name, admin, token_hash(token))
-    finally:
-        await svc.close()
     print(f"created user {row['name']} ({row['id']}){' as admin' if admin else ''}")
     print(f"token (shown once): {token}")
     return 0
@@ -58,16 +55,13 @@ async def _users_create(settings: config.Settings, name: str, admin: bool) -> in
 
 async def _flow_status(settings: config.Settings) -> int:
     from veo import lifecycle
-    from veo.services import build_services
+    from veo.services import opened
 
-    svc = await build_services(settings)
-    try:
+    async with opened(settings) as svc:
         q = await svc.db.queue_status()
         paused = await lifecycle.flow_paused(svc, settings.flow_account)
         head = await svc.storage.head(settings.flow_storage_state_key)
         acct = await svc.db.flow_account(settings.flow_account) or {}
-    finally:
-        await svc.close()
     print(f"account:          {settings.flow_account}")
     print(f"login state:      {'configured' if head else 'missing'} "
           f"({settings.flow_storage_state_key})")
@@ -82,13 +76,10 @@ async def _flow_status(settings: config.Settings) -> int:
 
 async def _flow_retry_failed(settings: config.Settings) -> int:
     from veo import lifecycle
-    from veo.services import build_services
+    from veo.services import opened
 
-    svc = await build_services(settings)
-    try:
+    async with opened(settings) as svc:
         n = await lifecycle.retry_failed_flow(svc, settings.flow_account)
-    finally:
-        await svc.close()
     print(f"re-queued {n} failed Flow job(s)")
     return 0
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from veo import keys
 from veo.crypto import Box, is_envelope
-from veo.errors import CryptoError, InvalidRequest
+from veo.errors import InvalidRequest
 from veo.storage import Storage
 
 MAX_STATE_BYTES = 5 * 1024 * 1024
@@ -67,10 +67,7 @@ async def read(storage: Storage, box: Box, account: str, key: str | None = None)
         return None
     raw = await storage.get_bytes(key)
     if is_envelope(raw):
-        try:
-            plain = await asyncio.to_thread(box.decrypt, raw.decode(), purpose(account))
-        except CryptoError:
-            raise
+        plain = await asyncio.to_thread(box.decrypt, raw.decode(), purpose(account))
         return Loaded(state=parse(plain), etag=head.etag, was_plaintext=False)
     state = parse(raw)
     etag = await write(storage, box, account, state, key)

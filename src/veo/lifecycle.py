@@ -14,6 +14,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
+import msgspec
 from arq.constants import default_queue_name, job_key_prefix, result_key_prefix
 from arq.jobs import serialize_job
 
@@ -146,8 +147,6 @@ def _replay(existing: Row, body_hash: str) -> Row:
 
 
 def _params_dict(params: jobs.Params) -> dict[str, Any]:
-    import msgspec
-
     out: dict[str, Any] = msgspec.to_builtins(params)
     return out
 

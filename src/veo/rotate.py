@@ -15,7 +15,7 @@ from veo.config import Settings
 from veo.crypto import Box, is_envelope
 from veo.errors import ConfigError, CryptoError
 from veo.keypool import PURPOSE as KEY_PURPOSE
-from veo.services import build_services
+from veo.services import opened
 
 log = logs.get_logger("veo.rotate")
 
@@ -25,10 +25,9 @@ async def rotate_secret(settings: Settings) -> int:
         raise ConfigError("set VEO_OLD_SECRET_KEY to the old secret (and VEO_SECRET_KEY to the "
                           "new one) to rotate")
     new, old = Box(settings.secret_key), Box(settings.old_secret_key)
-    svc = await build_services(settings)
     counts = {"keys_rotated": 0, "keys_current": 0, "states_rotated": 0, "states_current": 0,
               "unreadable": 0}
-    try:
+    async with opened(settings) as svc:
         for row in await svc.db.all_keys():
             env = row["key_enc"]
             try:
@@ -69,7 +68,5 @@ async def rotate_secret(settings: Settings) -> int:
                 plain = raw
             await flow_state.write(svc.storage, new, account, json.loads(plain), obj.key)
             counts["states_rotated"] += 1
-    finally:
-        await svc.close()
     print(" ".join(f"{k}={v}" for k, v in counts.items()))
     return 1 if counts["unreadable"] else 0

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+from collections.abc import AsyncIterator
 
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
@@ -32,6 +34,16 @@ class Services:
 def token_hash(token: str) -> str:
     # Tokens are 256 random bits, so a plain hash is enough and survives secret rotation.
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+@contextlib.asynccontextmanager
+async def opened(settings: Settings) -> AsyncIterator[Services]:
+    """Services for the length of one command (CLI, veo-auth, rotation), closed after."""
+    svc = await build_services(settings)
+    try:
+        yield svc
+    finally:
+        await svc.close()
 
 
 async def build_services(settings: Settings, *, migrate: bool = True,

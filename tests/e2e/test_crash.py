@@ -7,7 +7,9 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tests.e2e.conftest import CHROMIUM
 from tests.e2e.test_api_jobs import add_key, fetch_output, new_key
@@ -24,6 +26,25 @@ def worker_env(h: Harness, **extra: str) -> dict[str, str]:
             "STORAGE_DIR": s.storage_dir, "VEO_SECRET_KEY": s.secret_key,
             "VEO_HEARTBEAT_SECONDS": "0.2", "VEO_STALE_AFTER_SECONDS": "1.5",
             "VEO_RECONCILE_SECONDS": "0.3", **extra}
+
+
+async def eventually(condition: Callable[[], object], seconds: float = 30) -> None:
+    """Wait until ``condition()`` is truthy (polled every 50 ms)."""
+    for _ in range(int(seconds / 0.05)):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+
+
+async def finish_with_new_worker(h: Harness, env: dict[str, str], log: Path, token: str,
+                                 job_id: str, timeout: float) -> dict[str, Any]:
+    """Start a fresh worker, wait for the job to end, stop the worker gracefully."""
+    worker = await spawn_worker(env, log)
+    try:
+        return await h.wait_job(token, job_id, {"succeeded", "failed"}, timeout=timeout)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(worker.wait(), 30)
 
 
 async def spawn_worker(env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
@@ -49,10 +70,7 @@ async def test_sigkill_mid_job_resumes_same_operation(harness: Harness, fake_gem
     log = tmp_path / "worker.log"
     first = await spawn_worker(env, log)
     try:
-        for _ in range(300):
-            if fake_gemini.creates():
-                break
-            await asyncio.sleep(0.05)
+        await eventually(lambda: fake_gemini.creates(), 15)
         assert len(fake_gemini.creates()) == 1
         await asyncio.sleep(0.3)  # the operation name is stored before polling starts
         first.send_signal(signal.SIGKILL)
@@ -62,12 +80,7 @@ async def test_sigkill_mid_job_resumes_same_operation(harness: Harness, fake_gem
             first.kill()
     body = (await h.http.get(f"/api/jobs/{job_id}", headers=h.auth(token))).json()
     assert body["status"] == "running"  # the dead worker still holds it, on paper
-    second = await spawn_worker(env, log)
-    try:
-        done = await h.wait_job(token, job_id, {"succeeded", "failed"}, timeout=40)
-    finally:
-        second.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(second.wait(), 20)
+    done = await finish_with_new_worker(h, env, log, token, job_id, 40)
     assert done["status"] == "succeeded", done
     assert done["attempts"] == 2
     assert len(fake_gemini.creates()) == 1  # resumed polling; no second generation
@@ -105,10 +118,7 @@ async def test_sigkill_mid_flow_generation_recovers(harness: Harness, fake_flow:
     log = tmp_path / "flow-worker.log"
     first = await spawn_worker(env, log)
     try:
-        for _ in range(600):
-            if fake_flow.submits:
-                break
-            await asyncio.sleep(0.05)
+        await eventually(lambda: fake_flow.submits, 30)
         assert len(fake_flow.submits) == 1
         first.send_signal(signal.SIGKILL)
         await first.wait()
@@ -116,12 +126,7 @@ async def test_sigkill_mid_flow_generation_recovers(harness: Harness, fake_flow:
         if first.returncode is None:
             first.kill()
     fake_flow.delay = 0.3
-    second = await spawn_worker(env, log)
-    try:
-        done = await h.wait_job(token, job["id"], {"succeeded", "failed"}, timeout=60)
-    finally:
-        second.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(second.wait(), 30)
+    done = await finish_with_new_worker(h, env, log, token, job["id"], 60)
     assert done["status"] == "succeeded", done
     assert done["attempts"] == 2 and len(done["outputs"]) == 1
     ident = mp4.identify(await fetch_output(h, token, done["outputs"][0]["url"]))
@@ -144,10 +149,7 @@ async def test_sigterm_hands_running_job_back(harness: Harness, fake_gemini: Fak
                                 headers=h.auth(token))).json()["id"]
     log = tmp_path / "term.log"
     first = await spawn_worker(env, log)
-    for _ in range(300):
-        if fake_gemini.creates():
-            break
-        await asyncio.sleep(0.05)
+    await eventually(lambda: fake_gemini.creates(), 15)
     await asyncio.sleep(0.3)
     first.send_signal(signal.SIGTERM)
     await asyncio.wait_for(first.wait(), 30)
@@ -156,10 +158,5 @@ async def test_sigterm_hands_running_job_back(harness: Harness, fake_gemini: Fak
     assert '"reason": "shutdown"' in log.read_text()
     for op in fake_gemini.operations.values():
         op.ready_at = 0
-    second = await spawn_worker(env, log)
-    try:
-        done = await h.wait_job(token, job_id, {"succeeded", "failed"}, timeout=40)
-    finally:
-        second.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(second.wait(), 30)
+    done = await finish_with_new_worker(h, env, log, token, job_id, 40)
     assert done["status"] == "succeeded" and len(fake_gemini.creates()) == 1

@@ -240,20 +240,25 @@ class FakeFlow(LoopbackServer):
             return None
         return hashlib.sha256(self.uploads[uid]).hexdigest()
 
-    async def _media(self, request: Request) -> Response:
+    def _finished(self, request: Request) -> Generation | Response:
+        """The finished generation a media URL names, or the error response to send."""
         if not self._valid(request):
             return Response(status_code=401)
         g = self.generations.get(request.path_params["gid"])
         if g is None or self._state(g)["state"] != "done":
             return Response(status_code=404)
+        return g
+
+    async def _media(self, request: Request) -> Response:
+        g = self._finished(request)
+        if isinstance(g, Response):
+            return g
         return Response(self._video(g), media_type="video/mp4")
 
     async def _download(self, request: Request) -> Response:
-        if not self._valid(request):
-            return Response(status_code=401)
-        g = self.generations.get(request.path_params["gid"])
-        if g is None or self._state(g)["state"] != "done":
-            return Response(status_code=404)
+        g = self._finished(request)
+        if isinstance(g, Response):
+            return g
         self.downloads.append(g.id)
         return Response(self._video(g), media_type="video/mp4", headers={
             "Content-Disposition": f'attachment; filename="flow_{g.id}_720p.mp4"'})

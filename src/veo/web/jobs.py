@@ -22,7 +22,6 @@ from veo.web.auth import current_user
 from veo.web.uploads import read_bounded
 
 _job_request = msgspec.json.Decoder(core.JobRequest)
-_enc = msgspec.json.Encoder()
 MAX_JOB_BODY = 256 * 1024
 PRESIGN_SECONDS = 300  # long enough to start a download, short enough to be useless if leaked
 SSE_KEEPALIVE = 15.0  # seconds between comments that keep proxies from closing the stream
@@ -193,7 +192,7 @@ async def events(request: Request) -> Response:
                          current["queue_position"])
                 if state != last:
                     last = state
-                    body = _enc.encode(await render_one(request, current))
+                    body = render.encode(await render_one(request, current))
                     yield b"event: job\ndata: " + body + b"\n\n"
                 if current["status"] in core.TERMINAL:
                     return

@@ -13,6 +13,7 @@ from veo.keypool import masked
 from veo.web import schemas
 
 _enc = msgspec.json.Encoder()
+encode = _enc.encode
 
 
 class JSON(Response):
