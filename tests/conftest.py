@@ -1,10 +1,10 @@
-"""Shared fixtures: a throwaway PostgreSQL database per test session, a Redis database per
-xdist worker, a real S3 server (moto_server) on loopback. Nothing depends on leftovers."""
+"""Shared fixtures: a throwaway PostgreSQL database per test session, a redis-server of its own
+per session, a real S3 server (moto_server) on loopback. Nothing depends on leftovers, and two
+test runs on one machine never touch each other's data."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import socket
 import subprocess
@@ -18,24 +18,12 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
+from tests.harness import PG_ADMIN_DSN, SECRET, RedisServer, free_port
 from veo import db as dbmod
 from veo.sandbox.flow import FakeFlow
 from veo.sandbox.gemini import FakeGemini
 
-PG_ADMIN_DSN = os.environ.get("TEST_PG_ADMIN_DSN", "postgresql://127.0.0.1:5432/postgres")
-REDIS_BASE = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
-SECRET = "test-secret-key-that-is-long-enough-0123456789"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _worker_index() -> int:
-    name = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-    return int(name[2:]) if name.startswith("gw") else 0
+__all__ = ["SECRET", "free_port"]
 
 
 @pytest.fixture(scope="session")
@@ -58,10 +46,26 @@ def pg_dsn() -> Iterator[str]:
     asyncio.run(drop())
 
 
+@pytest.fixture
+async def own_database() -> AsyncIterator[str]:
+    """A database of this test's own, for tests whose rows would change what later tests
+    sharing the session database see (an operator key, key counts)."""
+    name = f"veo_sandbox_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(PG_ADMIN_DSN)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield PG_ADMIN_DSN.rsplit("/", 1)[0] + "/" + name
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
 @pytest.fixture(scope="session")
-def redis_url() -> str:
-    # databases 1..15, one per xdist worker, so FLUSHDB in one worker touches no other
-    return f"{REDIS_BASE}/{1 + _worker_index() % 15}"
+def redis_url() -> Iterator[str]:
+    server = RedisServer()
+    server.start()
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture(scope="session")

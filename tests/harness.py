@@ -6,19 +6,76 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator
+import io
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import uvicorn
 from arq.worker import Worker
+from PIL import Image
 
-from tests.conftest import SECRET
 from veo import config
 from veo.services import Services, build_services, token_hash
 from veo.web.app import create_app
 from veo.web.auth import new_token
 from veo.worker import settings as worker_settings
+
+PG_ADMIN_DSN = os.environ.get("TEST_PG_ADMIN_DSN", "postgresql://127.0.0.1:5432/postgres")
+SECRET = "test-secret-key-that-is-long-enough-0123456789"
+CHROMIUM = os.environ.get("FLOW_BROWSER_EXECUTABLE") or shutil.which("chromium") or \
+    "/usr/bin/chromium"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisServer:
+    """A redis-server of the test's own on a free port: no other test run shares it, and a test
+    can stop and start it (a real restart, not FLUSHDB). Keeps nothing on disk, like the
+    machine's Redis."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        exe = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.proc = subprocess.Popen(
+            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(sig)
+            self.proc.wait(10)
+            self.proc = None
+
 
 FAST = {
     "VEO_POLL_SECONDS": "0.05",
@@ -105,3 +162,72 @@ async def running(env: dict[str, str]) -> AsyncIterator[Harness]:
             "WHERE status IN ('queued', 'running', 'paused')")
         await svc.db.pool.execute("UPDATE api_keys SET status = 'invalid', cooling_until = NULL")
         await svc.close()
+
+
+# ---- helpers the tests share ----------------------------------------------------------------
+
+def new_key(tag: str = "k") -> str:
+    # built at run time so nothing in the repository looks like a leaked key
+    return "AI" + f"za{tag}-{uuid.uuid4().hex}"
+
+
+def png(color: tuple[int, int, int], size: tuple[int, int] = (32, 18)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+async def add_key(h: Harness, token: str, key: str) -> dict[str, Any]:
+    resp = await h.http.post("/api/keys", json={"key": key, "label": "mine"},
+                             headers=h.auth(token))
+    assert resp.status_code == 201, resp.text
+    body: dict[str, Any] = resp.json()
+    return body
+
+
+async def upload(h: Harness, token: str, data: bytes) -> dict[str, Any]:
+    resp = await h.http.post("/api/uploads", files={"file": ("f.png", data, "image/png")},
+                             headers=h.auth(token))
+    assert resp.status_code == 201, resp.text
+    body: dict[str, Any] = resp.json()
+    return body
+
+
+async def fetch_output(h: Harness, token: str, url: str) -> bytes:
+    resp = await h.http.get(url, headers=h.auth(token))
+    assert resp.status_code == 200, resp.text
+    return resp.content
+
+
+async def submit(h: Harness, token: str, body: dict[str, Any], backend: str | None = None) -> str:
+    resp = await h.http.post("/api/jobs", json=body, headers=h.auth(token))
+    assert resp.status_code == 201, resp.text
+    job: dict[str, Any] = resp.json()
+    if backend is not None:
+        assert job["backend"] == backend
+    return str(job["id"])
+
+
+def worker_env(h: Harness, **extra: str) -> dict[str, str]:
+    """The environment of a worker process sharing the harness's database, Redis, storage."""
+    s = h.settings
+    return {"DATABASE_URL": s.database_url, "REDIS_URL": s.redis_url,
+            "STORAGE_DIR": s.storage_dir, "VEO_SECRET_KEY": s.secret_key,
+            "VEO_HEARTBEAT_SECONDS": "0.2", "VEO_STALE_AFTER_SECONDS": "1.5",
+            "VEO_RECONCILE_SECONDS": "0.3", **extra}
+
+
+async def eventually(condition: Callable[[], object], seconds: float = 30) -> None:
+    """Wait until ``condition()`` is truthy (polled every 50 ms)."""
+    for _ in range(int(seconds / 0.05)):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+
+
+async def spawn_worker(env: dict[str, str], log: Path,
+                       settings_class: str = "veo.worker.Settings") -> asyncio.subprocess.Process:
+    arq = str(Path(sys.executable).parent / "arq")
+    fh = log.open("ab")
+    return await asyncio.create_subprocess_exec(
+        arq, settings_class, env={**os.environ, **env}, stdout=fh, stderr=fh)

@@ -1,14 +1,12 @@
 from __future__ import annotations
 
-import os
-import shutil
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from tests.harness import Harness, make_env, running
+from tests.harness import CHROMIUM, Harness, make_env, running
 from veo import flow_state
 from veo.sandbox.flow import FakeFlow
 from veo.sandbox.gemini import FakeGemini
@@ -22,8 +20,6 @@ async def harness(pg_dsn: str, redis_url: str, redis, tmp_path: Path,  # type: i
         yield h
 
 
-CHROMIUM = os.environ.get("FLOW_BROWSER_EXECUTABLE") or shutil.which("chromium") or \
-    "/usr/bin/chromium"
 
 
 def flow_env(h_env: dict[str, str], fake: FakeFlow, **extra: str) -> dict[str, str]:

@@ -15,9 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.e2e.test_api_jobs import add_key, new_key
-from tests.e2e.test_flow import submit
-from tests.harness import Harness
+from tests.harness import Harness, add_key, new_key, submit
 from veo.sandbox.flow import FakeFlow
 from veo.sandbox.gemini import FakeGemini
 from veo.worker import settings as worker_settings

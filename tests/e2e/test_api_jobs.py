@@ -4,48 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
-import uuid
-from typing import Any
 
 import httpx
-from PIL import Image
 
-from tests.harness import Harness
+from tests.harness import Harness, add_key, fetch_output, new_key, png, upload
 from veo.sandbox import mp4
 from veo.sandbox.gemini import FakeGemini
-
-
-def new_key(tag: str = "k") -> str:
-    return f"AIza{tag}-{uuid.uuid4().hex}"
-
-
-def png(color: tuple[int, int, int], size: tuple[int, int] = (32, 18)) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", size, color).save(buf, "PNG")
-    return buf.getvalue()
-
-
-async def add_key(h: Harness, token: str, key: str) -> dict[str, Any]:
-    resp = await h.http.post("/api/keys", json={"key": key, "label": "mine"},
-                             headers=h.auth(token))
-    assert resp.status_code == 201, resp.text
-    body: dict[str, Any] = resp.json()
-    return body
-
-
-async def upload(h: Harness, token: str, data: bytes) -> dict[str, Any]:
-    resp = await h.http.post("/api/uploads", files={"file": ("f.png", data, "image/png")},
-                             headers=h.auth(token))
-    assert resp.status_code == 201, resp.text
-    body: dict[str, Any] = resp.json()
-    return body
-
-
-async def fetch_output(h: Harness, token: str, url: str) -> bytes:
-    resp = await h.http.get(url, headers=h.auth(token))
-    assert resp.status_code == 200, resp.text
-    return resp.content
 
 
 async def test_text_to_video(harness: Harness, fake_gemini: FakeGemini) -> None:

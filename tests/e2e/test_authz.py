@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tests.e2e.test_api_jobs import add_key, new_key, png, upload
-from tests.harness import Harness
+from tests.harness import Harness, add_key, new_key, png, upload
 
 ANON, OWNER, OTHER, ADMIN = "anonymous", "owner", "other", "admin"
 

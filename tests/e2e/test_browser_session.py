@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.e2e.conftest import CHROMIUM
+from tests.harness import CHROMIUM
 from veo.browser import context as ctxmod
 from veo.browser.context import BrowserSession
 from veo.sandbox.flow import FakeFlow

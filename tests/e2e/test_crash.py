@@ -4,36 +4,23 @@ the job completes exactly once with exactly one generation paid for."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.conftest import CHROMIUM
-from tests.e2e.test_api_jobs import add_key, fetch_output, new_key
-from tests.harness import Harness
+from tests.harness import (
+    CHROMIUM,
+    Harness,
+    add_key,
+    eventually,
+    fetch_output,
+    new_key,
+    spawn_worker,
+    worker_env,
+)
 from veo.sandbox import mp4
 from veo.sandbox.flow import FakeFlow
 from veo.sandbox.gemini import FakeGemini
-
-
-def worker_env(h: Harness, **extra: str) -> dict[str, str]:
-    """The environment of a worker process sharing the harness's database, Redis, storage."""
-    s = h.settings
-    return {"DATABASE_URL": s.database_url, "REDIS_URL": s.redis_url,
-            "STORAGE_DIR": s.storage_dir, "VEO_SECRET_KEY": s.secret_key,
-            "VEO_HEARTBEAT_SECONDS": "0.2", "VEO_STALE_AFTER_SECONDS": "1.5",
-            "VEO_RECONCILE_SECONDS": "0.3", **extra}
-
-
-async def eventually(condition: Callable[[], object], seconds: float = 30) -> None:
-    """Wait until ``condition()`` is truthy (polled every 50 ms)."""
-    for _ in range(int(seconds / 0.05)):
-        if condition():
-            return
-        await asyncio.sleep(0.05)
 
 
 async def finish_with_new_worker(h: Harness, env: dict[str, str], log: Path, token: str,
@@ -45,13 +32,6 @@ async def finish_with_new_worker(h: Harness, env: dict[str, str], log: Path, tok
     finally:
         worker.send_signal(signal.SIGTERM)
         await asyncio.wait_for(worker.wait(), 30)
-
-
-async def spawn_worker(env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
-    arq = str(Path(sys.executable).parent / "arq")
-    fh = log.open("ab")
-    return await asyncio.create_subprocess_exec(
-        arq, "veo.worker.Settings", env={**os.environ, **env}, stdout=fh, stderr=fh)
 
 
 async def test_sigkill_mid_job_resumes_same_operation(harness: Harness, fake_gemini: FakeGemini,

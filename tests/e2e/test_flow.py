@@ -6,24 +6,13 @@ import asyncio
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import CHROMIUM  # noqa: F401 - re-exported for other tests
-from tests.e2e.test_api_jobs import add_key, fetch_output, new_key, png, upload
-from tests.harness import Harness
+from tests.harness import Harness, add_key, fetch_output, new_key, png, submit, upload
 from veo.sandbox import mp4
 from veo.sandbox.flow import FakeFlow
 from veo.sandbox.gemini import FakeGemini
-
-
-async def submit(h: Harness, token: str, body: dict[str, Any]) -> str:
-    resp = await h.http.post("/api/jobs", json=body, headers=h.auth(token))
-    assert resp.status_code == 201, resp.text
-    job: dict[str, Any] = resp.json()
-    assert job["backend"] == "flow"
-    return str(job["id"])
 
 
 async def test_text_and_frames_variants_land_in_their_slots(flow_harness: Harness,

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.e2e.conftest import CHROMIUM
-from tests.e2e.test_crash import worker_env
-from tests.harness import Harness
+from tests.harness import CHROMIUM, Harness, worker_env
 from veo import config, flow_state, lifecycle
 from veo.sandbox.flow import FakeFlow
 from veo.worker import settings as worker_settings

@@ -18,8 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.e2e.test_api_jobs import add_key, new_key
-from tests.harness import Harness
+from tests.harness import Harness, add_key, new_key
 from veo.sandbox.gemini import FakeGemini
 from veo.worker import reconciler
 

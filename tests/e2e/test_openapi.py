@@ -10,8 +10,7 @@ from pathlib import Path
 
 from openapi_spec_validator import validate
 
-from tests.e2e.test_api_jobs import add_key, new_key
-from tests.harness import Harness
+from tests.harness import Harness, add_key, new_key
 
 
 async def test_document_is_valid_openapi_31(harness: Harness) -> None:

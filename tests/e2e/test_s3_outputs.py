@@ -7,8 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.e2e.test_api_jobs import add_key, new_key
-from tests.harness import make_env, running
+from tests.harness import add_key, make_env, new_key, running
 from veo.sandbox import mp4
 from veo.sandbox.gemini import FakeGemini
 

@@ -9,9 +9,7 @@ from pathlib import Path
 
 from playwright.async_api import Page, async_playwright, expect
 
-from tests.e2e.conftest import CHROMIUM
-from tests.e2e.test_api_jobs import add_key, new_key, png
-from tests.harness import Harness
+from tests.harness import CHROMIUM, Harness, add_key, new_key, png
 from veo.browser.context import CHROMIUM_ARGS
 from veo.sandbox.flow import FakeFlow
 

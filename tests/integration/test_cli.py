@@ -6,16 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import stat
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import SECRET
+from tests.harness import CHROMIUM, SECRET
 from veo import config, flow_state
 from veo.crypto import Box
 from veo.keypool import PURPOSE, KeyPool
@@ -23,8 +21,6 @@ from veo.sandbox.flow import FakeFlow
 from veo.services import build_services
 
 BIN = Path(sys.executable).parent
-CHROMIUM = os.environ.get("FLOW_BROWSER_EXECUTABLE") or shutil.which("chromium") or \
-    "/usr/bin/chromium"
 
 
 async def run(args: list[str], env: dict[str, str], timeout: float = 120) -> tuple[int, str]:
@@ -134,7 +130,10 @@ async def test_flow_status_and_retry_failed(cli_env: dict[str, str]) -> None:
         await svc.close()
 
 
-async def test_rotate_secret_end_to_end(cli_env: dict[str, str], fake_flow: FakeFlow) -> None:
+async def test_rotate_secret_end_to_end(cli_env: dict[str, str], own_database: str,
+                                        fake_flow: FakeFlow) -> None:
+    # rotation counts every stored key: a database of its own keeps other tests' keys out
+    cli_env = {**cli_env, "DATABASE_URL": own_database}
     old_settings = config.load(cli_env)
     svc = await build_services(old_settings)
     new_secret = "a-brand-new-secret-that-is-long-enough-42!"
@@ -184,7 +183,7 @@ async def test_rotate_secret_end_to_end(cli_env: dict[str, str], fake_flow: Fake
 async def test_serve_answers_health(cli_env: dict[str, str]) -> None:
     import httpx
 
-    from tests.conftest import free_port
+    from tests.harness import free_port
 
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
@@ -215,26 +214,6 @@ async def test_serve_answers_health(cli_env: dict[str, str]) -> None:
     assert SECRET.encode() not in out
 
 
-@pytest.fixture
-async def own_database() -> AsyncIterator[str]:
-    """A database of this test's own: the sandbox adds an operator key that would change
-    routing for every later test sharing the session database."""
-    import uuid
-
-    import asyncpg
-
-    from tests.conftest import PG_ADMIN_DSN
-
-    name = f"veo_sandbox_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(PG_ADMIN_DSN)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield PG_ADMIN_DSN.rsplit("/", 1)[0] + "/" + name
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
-
-
 async def test_sandbox_web_and_worker_processes(own_database: str, redis_url: str,
                                                 tmp_path: Path) -> None:
     """``VEO_SANDBOX=1`` with the Procfile's two processes: offline, no other set-up."""
@@ -242,7 +221,7 @@ async def test_sandbox_web_and_worker_processes(own_database: str, redis_url: st
 
     pg_dsn = own_database
 
-    from tests.conftest import free_port
+    from tests.harness import free_port
 
     port = free_port()
     while True:  # the fakes take PORT+1 and PORT+2

@@ -3,7 +3,7 @@ import uuid
 
 import asyncpg
 
-from tests.conftest import PG_ADMIN_DSN
+from tests.harness import PG_ADMIN_DSN
 from veo import db as dbmod
 
 
