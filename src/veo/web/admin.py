@@ -6,15 +6,15 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from veo import flow_state, lifecycle, logs
+from veo import flow_state, lifecycle, logs, wire
 from veo.errors import BadRequest, InvalidRequest
 from veo.services import Services, token_hash
-from veo.web import render, schemas
+from veo.web import render
 from veo.web.auth import current_admin, current_user, new_token
 from veo.web.uploads import read_bounded
 
 log = logs.get_logger("veo.web.admin")
-_user_in = msgspec.json.Decoder(schemas.UserIn)
+_user_in = msgspec.json.Decoder(wire.UserIn)
 
 
 def _account(request: Request) -> str:
@@ -41,14 +41,14 @@ async def create_user(request: Request) -> Response:
     token = new_token()
     row = await svc.db.create_user(data.name.strip(), data.is_admin, token_hash(token))
     log.info("user.created", user_id=row["id"], is_admin=row["is_admin"])
-    return render.JSON(schemas.UserOut(id=row["id"], name=row["name"], is_admin=row["is_admin"],
+    return render.JSON(wire.UserOut(id=row["id"], name=row["name"], is_admin=row["is_admin"],
                                        token=token), status_code=201)
 
 
 async def me(request: Request) -> Response:
     user = await current_user(request)
     svc: Services = request.app.state.services
-    return render.JSON(schemas.Me(id=user["id"], name=user["name"], is_admin=user["is_admin"],
+    return render.JSON(wire.Me(id=user["id"], name=user["name"], is_admin=user["is_admin"],
                                   webhook_secret=svc.box.webhook_secret(user["id"])))
 
 
@@ -71,7 +71,7 @@ async def get_flow_auth(request: Request) -> Response:
     return render.JSON(await _auth_status(svc, _account(request)))
 
 
-async def _auth_status(svc: Services, account: str) -> schemas.FlowAuthStatus:
+async def _auth_status(svc: Services, account: str) -> wire.FlowAuthStatus:
     key = (svc.settings.flow_storage_state_key if account == svc.settings.flow_account
            else flow_state.state_key(account))
     head = await svc.storage.head(key)
@@ -83,7 +83,7 @@ async def _auth_status(svc: Services, account: str) -> schemas.FlowAuthStatus:
         except Exception:
             cookies = 0
     row = await svc.db.flow_account(account) or {}
-    return schemas.FlowAuthStatus(
+    return wire.FlowAuthStatus(
         configured=head is not None, account=account,
         last_verified_at=row.get("last_verified_at"),
         needs_auth=await lifecycle.flow_paused(svc, account),
@@ -96,4 +96,4 @@ async def retry_failed_flow(request: Request) -> Response:
     svc: Services = request.app.state.services
     account = request.query_params.get("account")
     n = await lifecycle.retry_failed_flow(svc, account)
-    return render.JSON(schemas.RetryFailed(requeued=n))
+    return render.JSON(wire.RetryFailed(requeued=n))

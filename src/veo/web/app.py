@@ -19,7 +19,7 @@ from veo.config import Settings
 from veo.errors import VeoError
 from veo.keypool import KeyPool
 from veo.services import Services, build_services
-from veo.web import admin, health, jobs, keys, openapi, render, uploads
+from veo.web import admin, api_keys, health, jobs, openapi, render, uploads
 
 log = logs.get_logger("veo.web")
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -62,9 +62,9 @@ def routes() -> list[Any]:
         Route("/api/openapi.json", _openapi),
         Route("/api/me", admin.me),
         Route("/api/uploads", uploads.create_upload, methods=["POST"]),
-        Route("/api/keys", keys.create, methods=["POST"]),
-        Route("/api/keys", keys.list_keys, methods=["GET"]),
-        Route("/api/keys/{key_id}", keys.delete, methods=["DELETE"]),
+        Route("/api/keys", api_keys.create, methods=["POST"]),
+        Route("/api/keys", api_keys.list_keys, methods=["GET"]),
+        Route("/api/keys/{key_id}", api_keys.delete, methods=["DELETE"]),
         Route("/api/jobs", jobs.create, methods=["POST"]),
         Route("/api/jobs", jobs.list_jobs, methods=["GET"]),
         Route("/api/jobs/{job_id}", jobs.get, methods=["GET"]),

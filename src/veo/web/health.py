@@ -8,9 +8,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from veo import lifecycle, logs
+from veo import lifecycle, logs, wire
 from veo.services import Services
-from veo.web import render, schemas
+from veo.web import render
 
 log = logs.get_logger("veo.web.health")
 CHECK_TIMEOUT = 3.0  # seconds a dependency may take before health reports it down
@@ -38,11 +38,11 @@ async def health(request: Request) -> Response:
         auth_configured = await svc.storage.head(s.flow_storage_state_key) is not None
     if checks["redis"] == "ok":
         needs_auth = await lifecycle.flow_paused(svc, s.flow_account)
-    body = schemas.Health(
+    body = wire.Health(
         status="ok" if ok else "degraded",
-        backends=schemas.Backends(
-            api=schemas.ApiBackendHealth(enabled=True, available_keys=available),
-            flow=schemas.FlowBackendHealth(enabled=s.flow_enabled,
+        backends=wire.Backends(
+            api=wire.ApiBackendHealth(enabled=True, available_keys=available),
+            flow=wire.FlowBackendHealth(enabled=s.flow_enabled,
                                            auth_configured=auth_configured,
                                            queue_configured=checks["redis"] == "ok",
                                            needs_auth=needs_auth, account=s.flow_account)),
@@ -53,7 +53,7 @@ async def health(request: Request) -> Response:
 async def queue_status(request: Request) -> Response:
     svc: Services = request.app.state.services
     row = await svc.db.queue_status()
-    return render.JSON(schemas.QueueStatus(
+    return render.JSON(wire.QueueStatus(
         pending=row["pending"], processing=row["processing"], failed=row["failed"],
         paused=await lifecycle.flow_paused(svc, svc.settings.flow_account),
         waiting_auth=row["waiting_auth"]))

@@ -12,12 +12,12 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
 from veo import jobs as core
-from veo import keys, lifecycle
+from veo import keys, lifecycle, wire
 from veo.db import Row
 from veo.errors import BadRequest, InvalidRequest, NotFound
 from veo.services import Services
 from veo.storage import LocalStorage
-from veo.web import render, schemas
+from veo.web import render
 from veo.web.auth import current_user
 from veo.web.uploads import read_bounded
 
@@ -32,7 +32,7 @@ def _svc(request: Request) -> Services:
     return svc
 
 
-async def _render_many(request: Request, rows: list[Row]) -> list[schemas.JobOut]:
+async def _render_many(request: Request, rows: list[Row]) -> list[wire.JobOut]:
     clips, outputs = await _svc(request).db.clips_and_outputs([r["id"] for r in rows])
     out = []
     for row in rows:
@@ -41,7 +41,7 @@ async def _render_many(request: Request, rows: list[Row]) -> list[schemas.JobOut
     return out
 
 
-async def render_one(request: Request, row: Row) -> schemas.JobOut:
+async def render_one(request: Request, row: Row) -> wire.JobOut:
     return (await _render_many(request, [row]))[0]
 
 
@@ -116,7 +116,7 @@ async def list_jobs(request: Request) -> Response:
     rows = await _svc(request).db.list_jobs(user["id"], status, cursor, limit + 1)
     has_more = len(rows) > limit
     rows = rows[:limit]
-    return render.JSON(schemas.JobList(data=await _render_many(request, rows),
+    return render.JSON(wire.JobList(data=await _render_many(request, rows),
                                        next_cursor=_cursor_encode(rows[-1]) if has_more else None,
                                        has_more=has_more))
 

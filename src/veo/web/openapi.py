@@ -6,13 +6,13 @@ from typing import Any
 
 import msgspec
 
-from veo.web import schemas
+from veo import wire
 
 _BODY_TYPES: list[Any] = [
-    schemas.JobRequest, schemas.JobOut, schemas.JobList, schemas.UploadOut, schemas.KeyIn,
-    schemas.KeyOut, schemas.KeyList, schemas.UserIn, schemas.UserOut, schemas.Me,
-    schemas.Health, schemas.QueueStatus, schemas.FlowAuthStatus, schemas.RetryFailed,
-    schemas.ErrorBody,
+    wire.JobRequest, wire.JobOut, wire.JobList, wire.UploadOut, wire.KeyIn,
+    wire.KeyOut, wire.KeyList, wire.UserIn, wire.UserOut, wire.Me,
+    wire.Health, wire.QueueStatus, wire.FlowAuthStatus, wire.RetryFailed,
+    wire.ErrorBody,
 ]
 
 
@@ -24,7 +24,7 @@ def _json(t: Any, desc: str = "OK") -> dict[str, Any]:
     return {"description": desc, "content": {"application/json": {"schema": _ref(t)}}}
 
 
-_ERR = {code: _json(schemas.ErrorBody, "Error") for code in ("400", "401", "403", "404", "409",
+_ERR = {code: _json(wire.ErrorBody, "Error") for code in ("400", "401", "403", "404", "409",
                                                               "413", "415", "422")}
 _AUTH: list[dict[str, list[str]]] = [{"bearer": []}]
 
@@ -58,35 +58,35 @@ def document() -> dict[str, Any]:
     no_content = {"204": {"description": "Deleted"}}
     paths: dict[str, Any] = {
         "/api/health": {"get": _op("Liveness of db, redis, storage and backends",
-                                   {"200": _json(schemas.Health),
-                                    "503": _json(schemas.Health, "Degraded")},
+                                   {"200": _json(wire.Health),
+                                    "503": _json(wire.Health, "Degraded")},
                                    auth=False, errors=())},
         "/api/flow/queue/status": {"get": _op("Flow queue counts",
-                                              {"200": _json(schemas.QueueStatus)}, auth=False,
+                                              {"200": _json(wire.QueueStatus)}, auth=False,
                                               errors=())},
         "/api/uploads": {"post": _op(
-            "Upload a start/end frame image", {"201": _json(schemas.UploadOut)},
+            "Upload a start/end frame image", {"201": _json(wire.UploadOut)},
             body={"type": "object", "properties": {"file": {"type": "string",
                                                             "format": "binary"}},
                   "required": ["file"]},
             body_media="multipart/form-data", errors=("400", "401", "413", "415"))},
         "/api/keys": {
-            "post": _op("Store a Gemini API key", {"201": _json(schemas.KeyOut)},
-                        body=_ref(schemas.KeyIn), errors=("400", "401", "422")),
-            "get": _op("List the caller's keys", {"200": _json(schemas.KeyList)},
+            "post": _op("Store a Gemini API key", {"201": _json(wire.KeyOut)},
+                        body=_ref(wire.KeyIn), errors=("400", "401", "422")),
+            "get": _op("List the caller's keys", {"200": _json(wire.KeyList)},
                        errors=("401",)),
         },
         "/api/keys/{key_id}": {"delete": _op("Delete a key", no_content,
                                              params=[_path_param("key_id")],
                                              errors=("401", "404"))},
         "/api/jobs": {
-            "post": _op("Create a job", {"201": _json(schemas.JobOut),
-                                         "200": _json(schemas.JobOut, "Idempotent replay")},
-                        body=_ref(schemas.JobRequest),
+            "post": _op("Create a job", {"201": _json(wire.JobOut),
+                                         "200": _json(wire.JobOut, "Idempotent replay")},
+                        body=_ref(wire.JobRequest),
                         params=[{"name": "Idempotency-Key", "in": "header", "required": False,
                                  "schema": {"type": "string", "maxLength": 255}}],
                         errors=("400", "401", "409", "413", "422")),
-            "get": _op("List the caller's jobs, newest first", {"200": _json(schemas.JobList)},
+            "get": _op("List the caller's jobs, newest first", {"200": _json(wire.JobList)},
                        params=[_query("limit", {"type": "integer", "minimum": 1,
                                                 "maximum": 100}),
                                _query("cursor", {"type": "string"}),
@@ -96,7 +96,7 @@ def document() -> dict[str, Any]:
                        errors=("401", "422")),
         },
         "/api/jobs/{job_id}": {
-            "get": _op("Get a job", {"200": _json(schemas.JobOut)}, params=job,
+            "get": _op("Get a job", {"200": _json(wire.JobOut)}, params=job,
                        errors=("401", "404")),
             "delete": _op("Delete a job and its stored objects", no_content, params=job,
                           errors=("401", "404", "409")),
@@ -106,10 +106,10 @@ def document() -> dict[str, Any]:
             {"200": {"description": "text/event-stream",
                      "content": {"text/event-stream": {"schema": {"type": "string"}}}}},
             params=job, errors=("401", "404"))},
-        "/api/jobs/{job_id}/cancel": {"post": _op("Cancel a job", {"200": _json(schemas.JobOut)},
+        "/api/jobs/{job_id}/cancel": {"post": _op("Cancel a job", {"200": _json(wire.JobOut)},
                                                   params=job, errors=("401", "404", "409"))},
         "/api/jobs/{job_id}/retry": {"post": _op("Retry a failed or canceled job",
-                                                 {"202": _json(schemas.JobOut)}, params=job,
+                                                 {"202": _json(wire.JobOut)}, params=job,
                                                  errors=("401", "404", "409"))},
         "/api/jobs/{job_id}/outputs/{output_id}": {"get": _op(
             "Download a video",
@@ -120,22 +120,22 @@ def document() -> dict[str, Any]:
              "302": {"description": "Redirect to a short-lived presigned URL (S3)"}},
             params=[*job, _path_param("output_id")], errors=("401", "404"))},
         "/api/me": {"get": _op("The caller, with its webhook signing secret",
-                               {"200": _json(schemas.Me)}, errors=("401",))},
+                               {"200": _json(wire.Me)}, errors=("401",))},
         "/api/admin/users": {"post": _op("Create a user; the token is shown once",
-                                         {"201": _json(schemas.UserOut)},
-                                         body=_ref(schemas.UserIn),
+                                         {"201": _json(wire.UserOut)},
+                                         body=_ref(wire.UserIn),
                                          errors=("400", "401", "403", "422"))},
         "/api/admin/flow/auth": {
             "post": _op("Upload a Flow storage state (Playwright JSON)",
-                        {"201": _json(schemas.FlowAuthStatus)},
+                        {"201": _json(wire.FlowAuthStatus)},
                         body={"type": "object"}, params=[_query("account", {"type": "string"})],
                         errors=("400", "401", "403", "413", "422")),
-            "get": _op("Flow auth status", {"200": _json(schemas.FlowAuthStatus)},
+            "get": _op("Flow auth status", {"200": _json(wire.FlowAuthStatus)},
                        params=[_query("account", {"type": "string"})],
                        errors=("401", "403", "422")),
         },
         "/api/admin/flow/queue/retry-failed": {"post": _op(
-            "Re-queue every failed Flow job", {"200": _json(schemas.RetryFailed)},
+            "Re-queue every failed Flow job", {"200": _json(wire.RetryFailed)},
             params=[_query("account", {"type": "string"})], errors=("401", "403"))},
         "/metrics": {"get": _op("Prometheus metrics", {"200": {
             "description": "text/plain", "content": {"text/plain": {"schema": {

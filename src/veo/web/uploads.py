@@ -10,10 +10,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from veo import db as dbmod
-from veo import images, keys, logs
+from veo import images, keys, logs, wire
 from veo.errors import BadRequest, PayloadTooLarge
 from veo.services import Services
-from veo.web import render, schemas
+from veo.web import render
 from veo.web.auth import current_user
 
 log = logs.get_logger("veo.web.uploads")
@@ -74,7 +74,7 @@ async def create_upload(request: Request) -> Response:
     row = await svc.db.insert_upload(upload_id, user["id"], key, info.content_type, info.width,
                                      info.height, info.size, info.sha256)
     log.info("upload.created", upload_id=upload_id, user_id=user["id"], size=info.size)
-    return render.JSON(schemas.UploadOut(id=row["id"], content_type=row["content_type"],
+    return render.JSON(wire.UploadOut(id=row["id"], content_type=row["content_type"],
                                          width=row["width"], height=row["height"],
                                          size=row["size"], sha256=row["sha256"]),
                        status_code=201)

@@ -6,14 +6,15 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from veo import wire
 from veo.errors import BadRequest, InvalidRequest, NotFound
 from veo.keypool import KeyPool
 from veo.services import Services
-from veo.web import render, schemas
+from veo.web import render
 from veo.web.auth import current_user
 from veo.web.uploads import read_bounded
 
-_key_in = msgspec.json.Decoder(schemas.KeyIn)
+_key_in = msgspec.json.Decoder(wire.KeyIn)
 
 
 async def create(request: Request) -> Response:
@@ -35,7 +36,7 @@ async def list_keys(request: Request) -> Response:
     user = await current_user(request)
     svc: Services = request.app.state.services
     rows = await svc.db.list_keys(user["id"])
-    return render.JSON(schemas.KeyList(data=[render.key(r) for r in rows]))
+    return render.JSON(wire.KeyList(data=[render.key(r) for r in rows]))
 
 
 async def delete(request: Request) -> Response:

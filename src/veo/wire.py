@@ -1,4 +1,6 @@
-"""msgspec types of the HTTP boundary: every request and response body, and the OpenAPI source."""
+"""The wire types of the HTTP API: every request and response body as msgspec Structs. The web
+app renders them, the OpenAPI document is built from them, and `veo.client` decodes with them,
+so server and client share one definition."""
 
 from __future__ import annotations
 

@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _rotate(settings: config.Settings) -> int:
-    from veo.rotate import rotate_secret
+    from veo.cli.rotate import rotate_secret
 
     return await rotate_secret(settings)
 
