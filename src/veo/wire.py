@@ -5,16 +5,17 @@ so server and client share one definition."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
 from veo.jobs import JobRequest
 
 __all__ = [
-    "ApiError", "ClipOut", "ErrorBody", "FlowAuthStatus", "Health", "JobError", "JobList",
-    "JobOut", "JobRequest", "KeyIn", "KeyList", "KeyOut", "Me", "OutputOut", "QueueStatus",
-    "UploadOut", "UserIn", "UserOut",
+    "ApiError", "ClipOut", "ErrorBody", "FinalOptions", "FinalOut", "FlowAuthStatus", "Health",
+    "JobError", "JobList", "JobOut", "JobRequest", "KeyIn", "KeyList", "KeyOut", "Me",
+    "ModelList", "ModelOut", "OutputOut", "QueueStatus", "RedoIn", "SelectIn", "UploadOut",
+    "UserIn", "UserOut",
 ]
 
 
@@ -43,6 +44,10 @@ class OutputOut(msgspec.Struct):
     size: int
     sha256: str
     content_type: str
+    # ahead of the server (client work): defaults until web/render.py fills them
+    selected: bool = False
+    poster_url: str | None = None
+    duration_seconds: float | None = None
 
 
 class ClipOut(msgspec.Struct):
@@ -88,6 +93,7 @@ class JobOut(msgspec.Struct):
     finished_at: datetime | None
     attempts: int
     urls: JobUrls
+    final: FinalOut | None = None  # ahead of the server (client work), see FinalOut
 
 
 class JobList(msgspec.Struct):
@@ -187,3 +193,55 @@ class FlowAuthStatus(msgspec.Struct):
 
 class RetryFailed(msgspec.Struct):
     requeued: int
+
+
+# ---- ahead of the server -----------------------------------------------------------------------
+# Added with veo.client so it can type the routes and fields the server is gaining (select, redo,
+# final, posters, models). The web layer is to adopt these (or replace them, keeping the names).
+
+
+class FinalOptions(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """``final`` in a job request, and the body of ``POST /api/jobs/{id}/final``."""
+
+    transition: Literal["cut", "crossfade"] = "cut"
+    crossfade_seconds: float | None = None
+    trim_start_frames: int | None = None
+    trim_end_frames: int | None = None
+    loudnorm: bool | None = None
+
+
+class FinalOut(msgspec.Struct):
+    """The stitched video of a job: ``status`` follows the job statuses."""
+
+    status: str
+    url: str | None = None
+    poster_url: str | None = None
+    duration_seconds: float | None = None
+    size: int | None = None
+    sha256: str | None = None
+    error: JobError | None = None
+
+
+class SelectIn(msgspec.Struct, forbid_unknown_fields=True):
+    """Body of ``POST /api/jobs/{id}/clips/{index}/select``."""
+
+    variant: int
+
+
+class RedoIn(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """Body of ``POST /api/jobs/{id}/clips/{index}/redo``: a new prompt, or the old one."""
+
+    prompt: str | None = None
+
+
+class ModelOut(msgspec.Struct):
+    id: str
+    backends: list[str] = msgspec.field(default_factory=list)
+    capabilities: dict[str, Any] = msgspec.field(default_factory=dict)
+    shutdown_date: str | None = None
+    replacement: str | None = None
+    default: bool = False
+
+
+class ModelList(msgspec.Struct):
+    data: list[ModelOut]
