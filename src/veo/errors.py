@@ -11,6 +11,7 @@
     ├── AllKeysCooling       the owner has keys but every one is cooling: pause the job
     ├── LoginRequired        Flow showed a sign-in page: pause the account's work
     └── GenerationFailed     a clip could not be made; ``retryable`` says whether to try again
+        └── ModelRetired     Google no longer serves the model (404): permanent, no key to blame
 
 Adapters translate foreign errors (botocore, google-genai, Playwright) into these at the edge.
 """
@@ -131,3 +132,17 @@ class LoginRequired(VeoError):
 
 class GenerationFailed(VeoError):
     code = "generation_failed"
+
+
+class ModelRetired(GenerationFailed):
+    """Google answered 404 for the model itself: it was shut down. Permanent, so never retried
+    and no key is blamed; ``replacement`` is the model Google's text names, when it names one."""
+
+    code = "model_retired"
+    retryable = False
+
+    def __init__(self, message: str, *, model: str | None = None,
+                 replacement: str | None = None) -> None:
+        super().__init__(message, details={"model": model, "replacement": replacement})
+        self.model = model
+        self.replacement = replacement

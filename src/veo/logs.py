@@ -27,6 +27,7 @@ _SECRET_FIELDS = re.compile(
 # one alternation, so each string is scanned once (this runs on every field of every event)
 _SECRET_SHAPES = re.compile("|".join([
     r"AIza[0-9A-Za-z_\-]{20,}",
+    r"\bAQ\.[0-9A-Za-z_\-.]{20,}",  # the newer "authorization" key shape
     r"(?i:\bbearer\s+[A-Za-z0-9._~+/=\-]+)",
     r"\bveo_[A-Za-z0-9_\-]{16,}",
     r"\bwhsec_[A-Za-z0-9+/=]{16,}",
