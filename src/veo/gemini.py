@@ -108,9 +108,12 @@ class RemoteError(msgspec.Struct, frozen=True):
 
 
 class Interaction(msgspec.Struct, frozen=True):
+    """One poll's view of a generation. ``status`` is Google's: queued, in_progress,
+    requires_action, completed, failed, cancelled, incomplete, budget_exceeded, or a newer
+    value; :func:`outcome` says what it means for the clip."""
+
     id: str
-    status: str  # queued | in_progress | requires_action | completed | failed | cancelled |
-    #              incomplete | budget_exceeded (others may appear: see outcome())
+    status: str
     model: str | None = None
     videos: tuple[Video, ...] = ()
     text: str = ""  # the model's text output (a refusal, a question), redacted
