@@ -9,8 +9,17 @@ RETURNING *;
 -- name: key_by_fingerprint
 SELECT * FROM api_keys WHERE coalesce(user_id, '') = coalesce($1, '') AND fingerprint = $2;
 
+-- A cooling key whose time has passed reads as active: reads never write.
 -- name: list_keys
-SELECT * FROM api_keys WHERE user_id = $1 ORDER BY created_at DESC, id DESC;
+SELECT id, user_id, label, fingerprint, key_enc, last4,
+       CASE WHEN status = 'cooling' AND cooling_until <= now() THEN 'active' ELSE status END AS status,
+       CASE WHEN status = 'cooling' AND cooling_until <= now() THEN NULL ELSE cooling_until END
+           AS cooling_until,
+       cool_streak, last_error, last_used_at, created_at
+FROM api_keys WHERE user_id = $1 ORDER BY created_at DESC, id DESC;
+
+-- name: get_key
+SELECT * FROM api_keys WHERE id = $1;
 
 -- name: delete_key
 DELETE FROM api_keys WHERE id = $1 AND user_id = $2 RETURNING id;
@@ -21,24 +30,65 @@ SELECT * FROM api_keys ORDER BY created_at;
 -- name: update_key_enc
 UPDATE api_keys SET key_enc = $2 WHERE id = $1 AND key_enc = $3;
 
--- Cooling keys whose time has passed count as usable; callers see the fresh status.
--- name: thaw_keys
-UPDATE api_keys SET status = 'active', cooling_until = NULL
-WHERE status = 'cooling' AND cooling_until <= now();
-
--- The owner's keys first, then the operator pool; least recently used first, so keys rotate.
--- No SKIP LOCKED: a key may serve several requests at once, and a locked row must not read as
--- "no key usable" (that would pause jobs for nothing under load).
+-- Picks are serialised by a transaction-scoped advisory lock (taken by the caller), so two
+-- picks never both take a key's last free slot; no SKIP LOCKED, since a locked row must not
+-- read as "no key usable". The owner's keys first, then the operator pool; among them the one
+-- with the most room in its window, then the least recently used, so keys rotate.
+-- $3: window seconds. A key is full when its uses in the window reached its learned limit.
 -- name: pick_key
+WITH cand AS (
+    SELECT k.*, (SELECT count(*) FROM api_key_uses u
+                 WHERE u.key_id = k.id AND u.at > clock_timestamp() - make_interval(secs => $3::float8)) AS used
+    FROM api_keys k
+    WHERE (k.user_id = $1 OR k.user_id IS NULL)
+      AND (k.status = 'active' OR (k.status = 'cooling' AND k.cooling_until <= clock_timestamp()))
+      AND NOT (k.id = ANY($2::text[]))),
+chosen AS (
+    SELECT id FROM cand WHERE window_limit IS NULL OR used < window_limit
+    ORDER BY (user_id IS NULL), used::float8 / coalesce(window_limit, 1000000), last_used_at
+             NULLS FIRST, id
+    LIMIT 1),
+reserve AS (INSERT INTO api_key_uses (key_id) SELECT id FROM chosen RETURNING id AS use_id)
 UPDATE api_keys SET last_used_at = clock_timestamp()
-WHERE id = (
-    SELECT id FROM api_keys
-    WHERE (user_id = $1 OR user_id IS NULL)
-      AND (status = 'active' OR (status = 'cooling' AND cooling_until <= now()))
-      AND NOT (id = ANY($2::text[]))
-    ORDER BY (user_id IS NULL), last_used_at NULLS FIRST, id
-    LIMIT 1)
-RETURNING *;
+WHERE id = (SELECT id FROM chosen)
+RETURNING *, (SELECT use_id FROM reserve) AS use_id;
+
+-- name: lock_key_picks
+SELECT pg_advisory_xact_lock(7202613);
+
+-- When the next key frees up: the first cooling key to thaw, or the first use to age out of a
+-- full key's window. $2: window seconds.
+-- name: next_key_free
+SELECT least(
+    (SELECT min(cooling_until) FROM api_keys
+     WHERE (user_id = $1 OR user_id IS NULL) AND status = 'cooling'),
+    (SELECT min(oldest) FROM (
+        SELECT (SELECT min(u.at) FROM api_key_uses u
+                WHERE u.key_id = k.id AND u.at > clock_timestamp() - make_interval(secs => $2::float8))
+               + make_interval(secs => $2::float8) AS oldest
+        FROM api_keys k
+        WHERE (k.user_id = $1 OR k.user_id IS NULL) AND k.status <> 'invalid'
+          AND k.window_limit IS NOT NULL
+          AND (SELECT count(*) FROM api_key_uses u
+               WHERE u.key_id = k.id AND u.at > clock_timestamp() - make_interval(secs => $2::float8))
+              >= k.window_limit) full_keys)) AS at;
+
+-- A 429: Google did not count the refused call, so its reservation goes; the uses left in the
+-- window are what the key allows (the limit, learned). $3: window seconds.
+-- name: key_refused
+WITH gone AS (DELETE FROM api_key_uses WHERE id = $2),
+used AS (SELECT count(*) AS n FROM api_key_uses
+         WHERE key_id = $1 AND id <> $2 AND at > clock_timestamp() - make_interval(secs => $3::float8))
+UPDATE api_keys SET window_limit = CASE WHEN (SELECT n FROM used) > 0
+                                        THEN (SELECT n FROM used)::int ELSE window_limit END
+WHERE id = $1
+RETURNING window_limit;
+
+-- name: give_back_use
+DELETE FROM api_key_uses WHERE id = $1;
+
+-- name: prune_key_uses
+DELETE FROM api_key_uses WHERE at < now() - make_interval(secs => $1::float8);
 
 -- name: usable_key_stats
 SELECT
@@ -65,7 +115,9 @@ WHERE id = $1 AND status <> 'invalid' RETURNING id;
 UPDATE api_keys SET cool_streak = 0 WHERE id = $1 AND cool_streak <> 0;
 
 -- name: key_counts
-SELECT status, count(*) AS n FROM api_keys GROUP BY status;
+SELECT CASE WHEN status = 'cooling' AND cooling_until <= now() THEN 'active' ELSE status END
+           AS status, count(*) AS n
+FROM api_keys GROUP BY 1;
 
 -- name: available_keys
 SELECT count(*) FROM api_keys WHERE status = 'active' OR (status = 'cooling' AND cooling_until <= now());

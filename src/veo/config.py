@@ -88,15 +88,17 @@ class Settings:
     admin_token: Secret | None = None
     gemini_api_keys: tuple[Secret, ...] = ()
     gemini_base_url: str | None = None
-    default_model: str = "veo-3.1-fast-generate-preview"
+    default_model: str = "gemini-omni-1.1-flash"
+    models_file: str | None = None
     flow_enabled: bool = True
     flow_account: str = "default"
     flow_storage_state_key: str = "flow/auth/default/storage_state.json"
-    flow_base_url: str = "https://labs.google/fx/tools/flow"
+    flow_base_url: str = "https://flow.google.com/"
     flow_max_concurrent: int = 1
-    flow_headless: bool = True
+    flow_headless: bool = False
     flow_browser_executable: str | None = None
     flow_job_timeout: float = 600.0
+    flow_canary_minutes: float = 60.0
     alert_webhook_url: str | None = None
     sandbox: bool = False
     log_format: str = "json"
@@ -114,7 +116,15 @@ class Settings:
     flow_state_poll_seconds: float = 15.0  # how often the worker looks for a new login state
     key_cooldown_seconds: float = 30.0  # first back-off after a 429; doubles per repeat
     key_cooldown_max_seconds: float = 900.0  # the back-off never grows past this
+    key_window_seconds: float = 60.0  # a key's quota window (Google counts requests per minute)
+    key_max_wait_seconds: float = 20.0  # wait this long in place for a key; longer pauses
     max_attempts: int = 5  # runs of one job before a retryable error becomes final
+    final_timeout: float = 1800.0  # seconds one final build may take
+    flow_cooldown_seconds: float = 300.0  # first rest of a Flow account after a rate limit
+    flow_cooldown_max_seconds: float = 7200.0  # the rest never grows past this
+    flow_lease_seconds: float = 30.0  # a Flow account's driver lease; renewed at a third of it
+    sse_streams_per_user: int = 20  # open event streams one user may hold per web process
+    worker_metrics_port: int | None = None  # a worker serves /metrics here when set
     old_secret_key: Secret | None = None  # only for `veo rotate-secret`
 
     @property
@@ -191,20 +201,23 @@ def load(env: Mapping[str, str] | None = None, *, require_secret: bool = True) -
         gemini_api_keys=keys,
         gemini_base_url=get("GEMINI_BASE_URL") or (
             f"http://127.0.0.1:{port + SANDBOX_GEMINI_OFFSET}" if sandbox else None),
-        default_model=get("VEO_DEFAULT_MODEL", "veo-3.1-fast-generate-preview"),
+        default_model=get("VEO_DEFAULT_MODEL", "gemini-omni-1.1-flash"),
+        models_file=get("VEO_MODELS_FILE"),
         flow_enabled=_bool("FLOW_BACKEND_ENABLED", get("FLOW_BACKEND_ENABLED", "true") or "true"),
         flow_account=account,
         flow_storage_state_key=state_key,
         flow_base_url=get("FLOW_BASE_URL") or (
-            f"http://127.0.0.1:{port + SANDBOX_FLOW_OFFSET}/fx/tools/flow" if sandbox
-            else "https://labs.google/fx/tools/flow"),
+            f"http://127.0.0.1:{port + SANDBOX_FLOW_OFFSET}/" if sandbox
+            else "https://flow.google.com/"),
         flow_max_concurrent=_int(
             "FLOW_MAX_CONCURRENT", get("FLOW_MAX_CONCURRENT", "1") or "1", minimum=1
         ),
-        flow_headless=_bool("FLOW_HEADLESS", get("FLOW_HEADLESS", "true") or "true"),
+        flow_headless=_bool("FLOW_HEADLESS", get("FLOW_HEADLESS", "false") or "false"),
         flow_browser_executable=get("FLOW_BROWSER_EXECUTABLE"),
         flow_job_timeout=_float("FLOW_JOB_TIMEOUT", get("FLOW_JOB_TIMEOUT", "600") or "600",
                                 minimum=1),
+        flow_canary_minutes=_float("FLOW_CANARY_MINUTES",
+                                   get("FLOW_CANARY_MINUTES", "60") or "60"),
         alert_webhook_url=get("ALERT_WEBHOOK_URL"),
         sandbox=sandbox,
         log_format=log_format,
@@ -233,7 +246,24 @@ def load(env: Mapping[str, str] | None = None, *, require_secret: bool = True) -
         key_cooldown_max_seconds=_float("VEO_KEY_COOLDOWN_MAX_SECONDS",
                                         get("VEO_KEY_COOLDOWN_MAX_SECONDS", "900") or "900",
                                         minimum=0.01),
+        key_window_seconds=_float("VEO_KEY_WINDOW_SECONDS",
+                                  get("VEO_KEY_WINDOW_SECONDS", "60") or "60", minimum=0.1),
+        key_max_wait_seconds=_float("VEO_KEY_MAX_WAIT_SECONDS",
+                                    get("VEO_KEY_MAX_WAIT_SECONDS", "20") or "20"),
         max_attempts=_int("VEO_MAX_ATTEMPTS", get("VEO_MAX_ATTEMPTS", "5") or "5", minimum=1),
+        final_timeout=_float("VEO_FINAL_TIMEOUT", get("VEO_FINAL_TIMEOUT", "1800") or "1800",
+                             minimum=1),
+        flow_cooldown_seconds=_float("FLOW_COOLDOWN_SECONDS",
+                                     get("FLOW_COOLDOWN_SECONDS", "300") or "300", minimum=0.01),
+        flow_cooldown_max_seconds=_float("FLOW_COOLDOWN_MAX_SECONDS",
+                                         get("FLOW_COOLDOWN_MAX_SECONDS", "7200") or "7200",
+                                         minimum=0.01),
+        flow_lease_seconds=_float("FLOW_LEASE_SECONDS", get("FLOW_LEASE_SECONDS", "30") or "30",
+                                  minimum=0.3),
+        sse_streams_per_user=_int("VEO_SSE_STREAMS_PER_USER",
+                                  get("VEO_SSE_STREAMS_PER_USER", "20") or "20", minimum=1),
+        worker_metrics_port=_int("VEO_WORKER_METRICS_PORT", port_raw, minimum=1)
+        if (port_raw := get("VEO_WORKER_METRICS_PORT")) else None,
         old_secret_key=Secret(old) if (old := get("VEO_OLD_SECRET_KEY")) else None,
     )
     return Settings(**kw)

@@ -10,6 +10,7 @@
     ├── KeyProblem           a Gemini key answered 429 (cooling) or was rejected (invalid)
     ├── AllKeysCooling       the owner has keys but every one is cooling: pause the job
     ├── LoginRequired        Flow showed a sign-in page: pause the account's work
+    ├── AccountCooling       Flow answered rate limit / unusual activity: cool the account down
     └── GenerationFailed     a clip could not be made; ``retryable`` says whether to try again
         └── ModelRetired     Google no longer serves the model (404): permanent, no key to blame
 
@@ -128,6 +129,17 @@ class NoUsableKey(VeoError):
 class LoginRequired(VeoError):
     code = "flow_needs_auth"
     retryable = True
+
+
+class AccountCooling(VeoError):
+    """Flow said slow down (rate limit, unusual activity): the account rests, its jobs pause."""
+
+    code = "flow_rate_limited"
+    retryable = True
+
+    def __init__(self, message: str, *, kind: str, details: Any = None) -> None:
+        super().__init__(message, details=details)
+        self.kind = kind  # rate_limited | unusual_activity
 
 
 class GenerationFailed(VeoError):

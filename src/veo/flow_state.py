@@ -11,7 +11,7 @@ import dataclasses
 import json
 from typing import Any
 
-from veo import keys
+from veo import names
 from veo.crypto import Box, is_envelope
 from veo.errors import InvalidRequest
 from veo.storage import Storage
@@ -47,7 +47,7 @@ class Loaded:
 
 
 def state_key(account: str) -> str:
-    return keys.flow_state(account)
+    return names.flow_state(account)
 
 
 async def write(storage: Storage, box: Box, account: str, state: dict[str, Any],

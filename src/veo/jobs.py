@@ -1,19 +1,30 @@
-"""The job core: statuses, allowed transitions, request rules and backend routing.
+"""The job core: statuses and their transitions, request rules, backend routing, and what
+happens after an error.
 
-Pure functions and types only: no database, queue, HTTP or browser here. Adapters call these to
-decide; ``veo.db`` makes the decisions durable with guarded ``UPDATE ... WHERE status = ...``.
+Pure functions and types only: no database, queue, HTTP or browser here. ``veo.lifecycle``
+asks these to decide and makes the decisions durable with guarded ``UPDATE … WHERE status = …``
+(``sql/queries/jobs.sql``; a test checks every guarded update against ``TRANSITIONS``).
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
+from datetime import date
 from typing import Literal
 
 import msgspec
 
-from veo.catalog import MODELS, ModelInfo
-from veo.errors import InvalidRequest
+from veo.catalog import Capabilities, Catalog, Model
+from veo.errors import (
+    AccountCooling,
+    AllKeysCooling,
+    InvalidRequest,
+    LoginRequired,
+    NoUsableKey,
+    VeoError,
+)
+from veo.records import ErrorInfo, FinalOptions, Params
 
 
 class JobStatus(enum.StrEnum):
@@ -32,41 +43,61 @@ ACTIVE = frozenset({JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.PAUSED})
 class PausedReason(enum.StrEnum):
     FLOW_NEEDS_AUTH = "flow_needs_auth"
     API_KEYS_EXHAUSTED = "api_keys_exhausted"
+    FLOW_RATE_LIMITED = "flow_rate_limited"
 
 
-# from-status -> statuses it may move to
+Q, R, S, F, C, P = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.SUCCEEDED, JobStatus.FAILED,
+                    JobStatus.CANCELED, JobStatus.PAUSED)
+# from-status -> statuses it may move to. A finished job goes back to queued for a user retry
+# (failed, canceled) or for more work on its results (redo a clip, rebuild the final).
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
-    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.PAUSED, JobStatus.CANCELED,
-                                 JobStatus.FAILED}),
-    JobStatus.RUNNING: frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED,
-                                  JobStatus.PAUSED, JobStatus.QUEUED}),
-    JobStatus.PAUSED: frozenset({JobStatus.QUEUED, JobStatus.CANCELED, JobStatus.FAILED}),
-    JobStatus.SUCCEEDED: frozenset(),
-    JobStatus.FAILED: frozenset({JobStatus.QUEUED}),  # retry
-    JobStatus.CANCELED: frozenset({JobStatus.QUEUED}),  # retry
+    Q: frozenset({R, P, C, F}),
+    R: frozenset({S, F, C, P, Q}),
+    P: frozenset({Q, C, F}),
+    S: frozenset({Q}),
+    F: frozenset({Q}),
+    C: frozenset({Q}),
 }
 
-CANCELABLE = frozenset(s for s, to in TRANSITIONS.items() if JobStatus.CANCELED in to)
-RETRYABLE = frozenset({JobStatus.FAILED, JobStatus.CANCELED})
+CANCELABLE = frozenset(s for s, to in TRANSITIONS.items() if C in to)
+RETRYABLE = frozenset({F, C})
+REWORKABLE = frozenset({S, F, C})  # redo a clip, rebuild the final
 
 
 def can_move(src: str, dst: str) -> bool:
     return JobStatus(dst) in TRANSITIONS[JobStatus(src)]
 
 
+# ---- requests ---------------------------------------------------------------------------------
+
 Backend = Literal["auto", "api", "flow"]
 AspectRatio = Literal["16:9", "9:16"]
-Resolution = Literal["720p", "1080p", "4k"]
+Resolution = Literal["360p", "720p", "1080p", "4k"]
 PersonGeneration = Literal["allow_all", "allow_adult", "dont_allow"]
+Continuity = Literal["none", "chain"]
+Transition = Literal["cut", "crossfade"]
 
 MAX_CLIPS = 50
 MAX_PROMPT_CHARS = 4000
+MAX_REFERENCE_IMAGES = 3
+UploadId = msgspec.Meta(pattern=r"^upl_[0-9a-f]{24}$")
+OutputId = msgspec.Meta(pattern=r"^out_[0-9a-f]{24}$")
 
 
-class ClipSpec(msgspec.Struct, forbid_unknown_fields=True):
+class ClipSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     prompt: str
     first_frame: str | None = None
     last_frame: str | None = None
+    reference_images: list[str] | None = None
+    extend_from: str | None = None
+
+
+class FinalSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    transition: Transition = "cut"
+    crossfade_seconds: float = 0.5
+    trim_start_frames: int = 0
+    trim_end_frames: int = 0
+    loudnorm: bool = False
 
 
 class JobRequest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -82,112 +113,208 @@ class JobRequest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
     number_of_videos: int = 1
     person_generation: PersonGeneration | None = None
     enhance_prompt: bool | None = None
+    continuity: Continuity = "none"
+    final: FinalSpec | None = None
     backend: Backend = "auto"
     webhook_url: str | None = None
 
 
-class Params(msgspec.Struct, omit_defaults=True):
-    """The generation parameters a job stores, after defaults were applied."""
-
-    aspect_ratio: str = "16:9"
-    resolution: str = "720p"
-    duration_seconds: int = 8
-    number_of_videos: int = 1
-    negative_prompt: str | None = None
-    person_generation: str | None = None
-    enhance_prompt: bool | None = None
-
-
 class ValidJob(msgspec.Struct):
-    model: str
+    model: Model
     params: Params
     clips: list[ClipSpec]
     requested_backend: str
+    continuity: str
+    final: FinalOptions | None
     webhook_url: str | None
 
 
-def _bad(field: str, message: str) -> InvalidRequest:
-    return InvalidRequest(f"{field}: {message}", code="invalid_field", details={"field": field})
+def _bad(field: str, message: str, code: str = "invalid_field") -> InvalidRequest:
+    return InvalidRequest(f"{field}: {message}", code=code, details={"field": field})
 
 
-def validate(req: JobRequest, default_model: str) -> ValidJob:
-    """Apply defaults and the per-model rules; raise InvalidRequest naming the field."""
+def resolve_model(catalog: Catalog, name: str, today: date) -> Model:
+    """The catalog entry for ``name`` (an id or alias); a retired model names its successor."""
+    model = catalog.get(name)
+    if model is None:
+        known = ", ".join(m.id for m in catalog if not m.retired(today))
+        raise _bad("model", f"unknown model {name!r}; known: {known}")
+    if model.retired(today):
+        hint = f"; use {model.replacement}" if model.replacement else ""
+        raise InvalidRequest(
+            f"model: {model.id} was shut down on {model.shutdown}{hint}", code="model_retired",
+            details={"field": "model", "replacement": model.replacement})
+    return model
+
+
+def validate(req: JobRequest, catalog: Catalog, default_model: str, today: date) -> ValidJob:
+    """Apply defaults and the rules that hold for any backend; raise InvalidRequest naming the
+    field. Rules of the model on the chosen backend are ``check_capabilities``'s."""
     if (req.prompt is None) == (req.clips is None):
         raise _bad("prompt", "give either prompt or clips, not both or neither")
     clips = [ClipSpec(prompt=req.prompt)] if req.prompt is not None else list(req.clips or [])
     if not 1 <= len(clips) <= MAX_CLIPS:
         raise _bad("clips", f"between 1 and {MAX_CLIPS} clips are allowed, got {len(clips)}")
-    model_name = req.model or default_model
-    model: ModelInfo | None = MODELS.get(model_name)
-    if model is None:
-        raise _bad("model", f"unknown model {model_name!r}; known: {', '.join(sorted(MODELS))}")
-
+    model = resolve_model(catalog, req.model or default_model, today)
     for i, clip in enumerate(clips):
-        field = "prompt" if req.prompt is not None else f"clips[{i}].prompt"
+        at = "" if req.prompt is not None else f"clips[{i}]."
         if not clip.prompt.strip():
-            raise _bad(field, "must not be empty")
+            raise _bad(f"{at}prompt" if at else "prompt", "must not be empty")
         if len(clip.prompt) > MAX_PROMPT_CHARS:
-            raise _bad(field, f"longer than {MAX_PROMPT_CHARS} characters")
-        if clip.last_frame is not None and not model.last_frame:
-            raise _bad(f"clips[{i}].last_frame", f"{model.name} does not support a last frame")
+            raise _bad(f"{at}prompt" if at else "prompt",
+                       f"longer than {MAX_PROMPT_CHARS} characters")
         if clip.last_frame is not None and clip.first_frame is None:
             raise _bad(f"clips[{i}].last_frame", "a last frame needs a first frame")
-
-    resolution = req.resolution or "720p"
-    if resolution not in model.resolutions:
-        raise _bad("resolution", f"{model.name} supports {', '.join(model.resolutions)}")
-    duration = req.duration_seconds if req.duration_seconds is not None else (
-        max(model.durations) if resolution in model.long_only_resolutions
-        else model.default_duration)
-    if duration not in model.durations:
-        raise _bad("duration_seconds",
-                   f"{model.name} supports {', '.join(map(str, model.durations))} seconds")
-    if resolution in model.long_only_resolutions and duration != max(model.durations):
-        raise _bad("duration_seconds",
-                   f"{resolution} on {model.name} needs duration_seconds={max(model.durations)}")
-    aspect = req.aspect_ratio or "16:9"
-    if resolution in model.landscape_only_resolutions and aspect != "16:9":
-        raise _bad("aspect_ratio", f"{resolution} on {model.name} is 16:9 only")
+        refs = clip.reference_images or []
+        if len(refs) > MAX_REFERENCE_IMAGES:
+            raise _bad(f"clips[{i}].reference_images",
+                       f"at most {MAX_REFERENCE_IMAGES} reference images")
+        if len(set(refs)) != len(refs):
+            raise _bad(f"clips[{i}].reference_images", "an image is listed twice")
+        if clip.extend_from is not None and (clip.first_frame or clip.last_frame or refs):
+            raise _bad(f"clips[{i}].extend_from",
+                       "an extension continues a video; it takes no frames or references")
+        if req.continuity == "chain" and i > 0 and (clip.first_frame or clip.extend_from):
+            raise _bad(f"clips[{i}].first_frame",
+                       "with continuity 'chain' every clip after the first starts from the "
+                       "previous clip's last frame")
     if not 1 <= req.number_of_videos <= 4:
         raise _bad("number_of_videos", "must be between 1 and 4")
-    if req.person_generation is not None:
-        has_image = any(c.first_frame for c in clips)
-        has_text = any(not c.first_frame for c in clips)
-        if has_text and req.person_generation not in model.person_text:
-            raise _bad("person_generation", f"{model.name} allows "
-                       f"{', '.join(model.person_text)} for text-to-video")
-        if has_image and req.person_generation not in model.person_image:
-            raise _bad("person_generation", f"{model.name} allows "
-                       f"{', '.join(model.person_image)} with a first frame")
     if req.negative_prompt is not None and len(req.negative_prompt) > MAX_PROMPT_CHARS:
         raise _bad("negative_prompt", f"longer than {MAX_PROMPT_CHARS} characters")
     if req.webhook_url is not None and (
         not req.webhook_url.startswith(("http://", "https://")) or len(req.webhook_url) > 2000
     ):
         raise _bad("webhook_url", "must be an http(s) URL")
-
-    params = Params(aspect_ratio=aspect, resolution=resolution, duration_seconds=duration,
+    final = final_options(req.final) if req.final is not None else None
+    params = Params(aspect_ratio=req.aspect_ratio or "16:9",
+                    resolution=req.resolution or "720p",
+                    duration_seconds=req.duration_seconds or 0,
                     number_of_videos=req.number_of_videos, negative_prompt=req.negative_prompt,
                     person_generation=req.person_generation, enhance_prompt=req.enhance_prompt)
-    return ValidJob(model=model.name, params=params, clips=clips,
-                    requested_backend=req.backend, webhook_url=req.webhook_url)
+    return ValidJob(model=model, params=params, clips=clips, requested_backend=req.backend,
+                    continuity=req.continuity, final=final, webhook_url=req.webhook_url)
 
 
-def choose_backend(requested: str, *, has_usable_key: bool, flow_enabled: bool) -> str:
-    """SPEC §3 routing: ``api`` whenever a key that is not invalid exists, else ``flow``."""
+def final_options(f: FinalSpec) -> FinalOptions:
+    """The options of a final video, checked."""
+    if not 0.1 <= f.crossfade_seconds <= 3.0:
+        raise _bad("final.crossfade_seconds", "between 0.1 and 3 seconds")
+    for name in ("trim_start_frames", "trim_end_frames"):
+        if not 0 <= getattr(f, name) <= 120:
+            raise _bad(f"final.{name}", "between 0 and 120 frames")
+    return FinalOptions(transition=f.transition, crossfade_seconds=f.crossfade_seconds,
+                        trim_start_frames=f.trim_start_frames, trim_end_frames=f.trim_end_frames,
+                        loudnorm=f.loudnorm)
+
+
+def check_capabilities(job: ValidJob, backend: str) -> Params:
+    """Check the job against what its model accepts on ``backend``; return the parameters with
+    the model's defaults filled in."""
+    m, p = job.model, job.params
+    caps: Capabilities = m.on(backend)
+    if p.resolution not in caps.resolutions:
+        raise _bad("resolution", f"{m.id} on {backend} supports {', '.join(caps.resolutions)}")
+    duration = p.duration_seconds or caps.default_duration
+    if duration not in caps.durations:
+        raise _bad("duration_seconds", f"{m.id} on {backend} supports "
+                   f"{', '.join(map(str, caps.durations))} seconds")
+    if p.aspect_ratio not in caps.aspect_ratios:
+        raise _bad("aspect_ratio", f"{m.id} supports {', '.join(caps.aspect_ratios)}")
+    if p.negative_prompt is not None and not caps.negative_prompt:
+        raise _bad("negative_prompt", f"{m.id} does not take a negative prompt")
+    if p.enhance_prompt is not None and not caps.enhance_prompt:
+        raise _bad("enhance_prompt", f"{m.id} does not take enhance_prompt")
+    if p.person_generation is not None and p.person_generation not in caps.person_generation:
+        allowed = ", ".join(caps.person_generation) or "no person_generation setting"
+        raise _bad("person_generation", f"{m.id} allows {allowed}")
+    for i, clip in enumerate(job.clips):
+        if (clip.first_frame or (job.continuity == "chain" and i > 0)) and not caps.first_frame:
+            raise _bad(f"clips[{i}].first_frame", f"{m.id} on {backend} takes no first frame")
+        if clip.last_frame and not caps.last_frame:
+            raise _bad(f"clips[{i}].last_frame", f"{m.id} on {backend} takes no last frame")
+        refs = clip.reference_images or []
+        if len(refs) > caps.reference_images:
+            raise _bad(f"clips[{i}].reference_images",
+                       f"{m.id} on {backend} takes at most {caps.reference_images}")
+        if clip.extend_from and not caps.extension:
+            raise _bad(f"clips[{i}].extend_from", f"{m.id} on {backend} cannot extend a video")
+    return msgspec.structs.replace(p, duration_seconds=duration)
+
+
+def choose_backend(requested: str, model: Model, *, has_usable_key: bool,
+                   flow_enabled: bool) -> str:
+    """``auto``: ``api`` whenever the owner has a key that is not invalid and the model runs
+    there; else ``flow``. A cooling key counts: the job waits for it rather than moving."""
+    on_api, on_flow = "api" in model.backends, "flow" in model.backends and flow_enabled
     if requested == "api":
+        if not on_api:
+            raise _bad("backend", f"{model.id} is not served by the api backend")
         if not has_usable_key:
-            raise InvalidRequest("backend: api was requested but no usable Gemini key exists",
-                                 code="no_api_key", details={"field": "backend"})
+            raise _bad("backend", "api was requested but no usable Gemini key exists",
+                       code="no_api_key")
         return "api"
-    if requested == "flow" or not has_usable_key:
+    if requested == "flow":
         if not flow_enabled:
-            raise InvalidRequest(
-                "backend: no usable Gemini key and the Flow backend is disabled"
-                if requested == "auto" else "backend: the Flow backend is disabled",
-                code="no_backend", details={"field": "backend"})
+            raise _bad("backend", "the Flow backend is disabled", code="no_backend")
+        if not on_flow:
+            raise _bad("backend", f"{model.id} is not offered in Flow")
         return "flow"
-    return "api"
+    if has_usable_key and on_api:
+        return "api"
+    if on_flow:
+        return "flow"
+    if not flow_enabled and "flow" in model.backends:
+        raise _bad("backend", "no usable Gemini key and the Flow backend is disabled",
+                   code="no_backend")
+    raise _bad("backend", f"{model.id} needs a Gemini API key; none is usable",
+               code="no_api_key")
+
+
+# ---- what happens after an error ----------------------------------------------------------------
+
+# seconds before run n+1 after a retryable failure of run n (n = attempts so far)
+RETRY_BACKOFF = (5.0, 30.0, 120.0, 300.0)
+
+
+class Retry(msgspec.Struct, frozen=True):
+    defer: float
+    error: ErrorInfo
+
+
+class Fail(msgspec.Struct, frozen=True):
+    error: ErrorInfo
+
+
+class Pause(msgspec.Struct, frozen=True):
+    reason: str
+    until: float | None = None  # unix time the cause should clear, when known
+
+
+Decision = Retry | Fail | Pause
+
+
+def error_info(exc: BaseException) -> ErrorInfo:
+    if isinstance(exc, VeoError):
+        return ErrorInfo(code=exc.code, message=exc.message, retryable=exc.retryable,
+                         details=exc.details)
+    return ErrorInfo(code="internal", message=f"internal error: {type(exc).__name__}",
+                     retryable=True)
+
+
+def after_error(exc: BaseException, *, attempts: int, max_attempts: int) -> Decision:
+    """The failure policy: pause for causes that clear by themselves (no try is spent), retry
+    what may succeed next time while tries remain, fail the rest."""
+    if isinstance(exc, LoginRequired):
+        return Pause(PausedReason.FLOW_NEEDS_AUTH)
+    if isinstance(exc, AccountCooling):
+        return Pause(PausedReason.FLOW_RATE_LIMITED)
+    if isinstance(exc, AllKeysCooling):
+        return Pause(PausedReason.API_KEYS_EXHAUSTED, exc.until)
+    info = error_info(exc)
+    if isinstance(exc, NoUsableKey) or not info.retryable or attempts >= max_attempts:
+        return Fail(info)
+    return Retry(RETRY_BACKOFF[min(max(attempts, 1), len(RETRY_BACKOFF)) - 1], info)
 
 
 def request_hash(body: bytes) -> str:

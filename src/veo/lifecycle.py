@@ -1,234 +1,403 @@
-"""Use cases on jobs: create, enqueue, cancel, retry, delete, pause and resume.
+"""The one owner of job state: every change of a job's status goes through here, and so do its
+side effects (the log event, the metrics, the SSE notice, the enqueue, the webhook and the
+operator alert), in ``_changed`` and ``_queue``.
 
-The web app, the worker and the CLI call these; they combine the core rules of ``veo.jobs`` with
-the repository, the queue and storage, and emit the SPEC §7 events. Nothing here knows HTTP.
+The web app, the worker's runner and reconciler, and the CLI call these use cases; the rules
+they apply are the pure functions of ``veo.jobs``; the state is made durable by the guarded
+updates of ``veo.db``. Nothing here knows HTTP, arq's internals, ffmpeg or Playwright.
 """
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
-import json
-import socket
-import time
+from datetime import UTC, date, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
-import msgspec
-from arq.constants import default_queue_name, job_key_prefix, result_key_prefix
-from arq.jobs import serialize_job
+from arq.connections import ArqRedis
 
-from veo import jobs, keys, logs
-from veo.db import Row
+from veo import alerts, events, jobs, logs, metrics, names, queue, webhooks
+from veo.catalog import Catalog
+from veo.config import Settings
+from veo.crypto import Box
+from veo.db import Db
 from veo.errors import Conflict, InvalidRequest, NotFound
-from veo.keypool import KeyPool
-from veo.services import Services
+from veo.records import Clip, ErrorInfo, FinalOptions, Job, User
+from veo.storage import Storage
 
 log = logs.get_logger("veo.lifecycle")
 
-RUN_JOB = "run_job"
-DELIVER_WEBHOOK = "deliver_webhook"
 
+class Lifecycle:
+    def __init__(self, db: Db, redis: ArqRedis, storage: Storage, settings: Settings,
+                 catalog: Catalog, box: Box) -> None:
+        self.db = db
+        self.redis = redis
+        self.storage = storage
+        self.settings = settings
+        self.catalog = catalog
+        self.box = box
 
-async def publish(svc: Services, job_id: str, status: str, progress: int | None = None) -> None:
-    """Tell SSE listeners that a job changed; they re-read the record from PostgreSQL."""
-    payload = json.dumps({"job_id": job_id, "status": status, "progress": progress})
-    await svc.redis.publish(keys.job_events_channel(job_id), payload)
+    # ---- side effects, in one place ---------------------------------------------------------
 
+    async def _changed(self, job: Job, event: str | None = None, *, warn: bool = False,
+                       **fields: Any) -> None:
+        """Tell the world that ``job`` (as it is now) changed."""
+        if event is not None:
+            ctx: dict[str, Any] = {"job_id": job.id, "backend": job.backend, **fields}
+            if job.backend == "flow":
+                ctx.setdefault("account", job.account)
+            if job.error is not None and job.status == "failed":
+                ctx.setdefault("code", job.error.code)
+                ctx.setdefault("error", job.error.message)
+            (log.warning if warn else log.info)(event, **ctx)
+        metrics.JOBS.labels(job.backend, job.status).inc()
+        await events.publish(self.redis, job.id, job.status, job.progress)
+        if job.status in jobs.TERMINAL:
+            if job.started_at is not None and job.finished_at is not None:
+                metrics.JOB_SECONDS.labels(job.backend, job.status).observe(
+                    (job.finished_at - job.started_at).total_seconds())
+            if job.webhook_url:
+                outputs = await self.db.outputs_of_job(job.id)
+                final = await self.db.get_final(job.id)
+                await self.db.add_outbox(
+                    f"evt_{job.id}_{job.status}_{job.run_seq}", "webhook",
+                    webhooks.payload(job, outputs, final), job_id=job.id, url=job.webhook_url)
 
-# arq's enqueue_job takes three round trips (WATCH, EXISTS, MULTI/EXEC); this writes the same
-# keys in one atomic script, and like arq refuses an id whose job or result key exists.
-_ENQUEUE = """
-if redis.call('exists', KEYS[1], KEYS[2]) == 0 then
-  redis.call('psetex', KEYS[1], ARGV[1], ARGV[2])
-  redis.call('zadd', KEYS[3], ARGV[3], ARGV[4])
-  return 1
-end
-return 0
-"""
-_JOB_TTL_MS = 86_400_000  # arq's expires_extra_ms: a job not started within a day expires
+    async def _queue(self, job: Job, *, defer: float | None = None) -> None:
+        """Hand a queued run to arq. Redis may be down: the row is the record, and the
+        reconciler enqueues what is missing once it is back."""
+        try:
+            await queue.enqueue(self.redis, job, defer=defer)
+        except Exception as exc:
+            log.warning("queue.enqueue_failed", job_id=job.id, error=type(exc).__name__)
 
+    # ---- creating and reading ---------------------------------------------------------------
 
-def queue_of(job: Row) -> str:
-    if job["backend"] == "flow":
-        return keys.flow_queue(job.get("flow_account") or "default")
-    return default_queue_name
-
-
-async def enqueue(svc: Services, job: Row, *, defer: float | None = None) -> bool:
-    """Queue one run of a job (a row with id, run_seq, backend, flow_account). The arq id
-    includes the run number, so repeating it is a no-op."""
-    job_id, run_seq = job["id"], job["run_seq"]
-    arq_id = keys.arq_job_id(job_id, run_seq)
-    now_ms = int(time.time() * 1000)
-    score = now_ms + int((defer or 0) * 1000)
-    payload = serialize_job(RUN_JOB, (job_id, run_seq), {}, None, now_ms)
-    ttl = str(_JOB_TTL_MS + score - now_ms)
-    script: Any = svc.redis.eval  # redis-py types eval's arguments as str only
-    added = await script(_ENQUEUE, 3, job_key_prefix + arq_id, result_key_prefix + arq_id,
-                         queue_of(job), ttl, payload, str(score), arq_id)
-    return bool(added)
-
-
-async def check_webhook_url(url: str, allow_private: bool) -> None:
-    """Refuse URLs that resolve to private, loopback or link-local addresses (SSRF)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidRequest("webhook_url: must be an http(s) URL",
-                             details={"field": "webhook_url"})
-    if allow_private:
-        return
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            parts.hostname, parts.port or (443 if parts.scheme == "https" else 80),
-            type=socket.SOCK_STREAM)
-    except OSError:
-        raise InvalidRequest("webhook_url: host does not resolve",
-                             details={"field": "webhook_url"}) from None
-    for info in infos:
-        addr = ipaddress.ip_address(info[4][0])
-        if not addr.is_global:
-            raise InvalidRequest("webhook_url: resolves to a private or loopback address",
-                                 details={"field": "webhook_url"})
-
-
-async def create_job(svc: Services, user: Row, req: jobs.JobRequest, *,
-                     idempotency_key: str | None, body_hash: str) -> tuple[Row, bool]:
-    """Validate, route, record, then enqueue. Returns (job, created)."""
-    if idempotency_key is not None:
-        if not 1 <= len(idempotency_key) <= 255:
-            raise InvalidRequest("Idempotency-Key: 1 to 255 characters",
-                                 details={"field": "Idempotency-Key"})
-        existing = await svc.db.job_by_idempotency(user["id"], idempotency_key)
-        if existing is not None:
+    async def create(self, user: User, req: jobs.JobRequest, *, idempotency_key: str | None,
+                     body_hash: str, has_usable_key: bool | None = None) -> tuple[Job, bool]:
+        """Validate, route, record, then enqueue. Returns (job, created)."""
+        if idempotency_key is not None:
+            if not 1 <= len(idempotency_key) <= 255:
+                raise InvalidRequest("Idempotency-Key: 1 to 255 characters",
+                                     details={"field": "Idempotency-Key"})
+            existing = await self.db.job_by_idempotency(user.id, idempotency_key)
+            if existing is not None:
+                return _replay(existing, body_hash), False
+        valid = jobs.validate(req, self.catalog, self.settings.default_model, _today())
+        await self._check_references(user, valid)
+        if valid.webhook_url:
+            await webhooks.check_url(valid.webhook_url,
+                                     allow_private=self.settings.webhook_allow_private)
+        if has_usable_key is None:
+            has_usable_key = valid.requested_backend != "flow" and \
+                (await self.db.key_stats(user.id))[0] > 0
+        backend = jobs.choose_backend(valid.requested_backend, valid.model,
+                                      has_usable_key=has_usable_key,
+                                      flow_enabled=self.settings.flow_enabled)
+        params = jobs.check_capabilities(valid, backend)
+        try:
+            job = await self.db.create_job(
+                user_id=user.id, backend=backend, requested_backend=valid.requested_backend,
+                model=valid.model.id, params=params, webhook_url=valid.webhook_url,
+                idempotency_key=idempotency_key, request_hash=body_hash,
+                flow_account=self.settings.flow_account if backend == "flow" else None,
+                continuity=valid.continuity, final_options=valid.final, clips=valid.clips)
+        except Conflict:
+            assert idempotency_key is not None
+            existing = await self.db.job_by_idempotency(user.id, idempotency_key)
+            if existing is None:
+                raise
             return _replay(existing, body_hash), False
+        await self._changed(job, "job.created", model=job.model, clips=len(valid.clips),
+                            user_id=user.id)
+        await self._queue(job)
+        return job, True
 
-    valid = jobs.validate(req, svc.settings.default_model)
-    frame_ids = {f for c in valid.clips for f in (c.first_frame, c.last_frame) if f}
-    if frame_ids:
-        found = await svc.db.uploads_by_ids(sorted(frame_ids), user["id"])
+    async def _check_references(self, user: User, valid: jobs.ValidJob) -> None:
+        wanted = {u for c in valid.clips
+                  for u in (c.first_frame, c.last_frame, *(c.reference_images or [])) if u}
+        found = await self.db.uploads_by_ids(sorted(wanted), user.id) if wanted else {}
         for i, clip in enumerate(valid.clips):
             for field in ("first_frame", "last_frame"):
                 upload_id = getattr(clip, field)
                 if upload_id and upload_id not in found:
                     raise InvalidRequest(f"clips[{i}].{field}: no upload {upload_id!r}",
                                          details={"field": f"clips[{i}].{field}"})
-    if valid.webhook_url:
-        await check_webhook_url(valid.webhook_url, svc.settings.webhook_allow_private)
+            for upload_id in clip.reference_images or []:
+                if upload_id not in found:
+                    raise InvalidRequest(f"clips[{i}].reference_images: no upload "
+                                         f"{upload_id!r}",
+                                         details={"field": f"clips[{i}].reference_images"})
+            if clip.extend_from:
+                out = await self.db.output_of_user(clip.extend_from, user.id)
+                if out is None:
+                    raise InvalidRequest(f"clips[{i}].extend_from: no output "
+                                         f"{clip.extend_from!r}",
+                                         details={"field": f"clips[{i}].extend_from"})
+                limit = valid.model.max_extended_seconds
+                if limit and (out.duration_seconds or 0) >= limit:
+                    raise InvalidRequest(
+                        f"clips[{i}].extend_from: {valid.model.id} extends videos up to "
+                        f"{limit} s in all; this one is already {out.duration_seconds:.0f} s",
+                        details={"field": f"clips[{i}].extend_from"})
 
-    has_key = valid.requested_backend != "flow" and await KeyPool(
-        svc.db, svc.box, svc.settings).has_usable(user["id"])
-    backend = jobs.choose_backend(valid.requested_backend, has_usable_key=has_key,
-                                  flow_enabled=svc.settings.flow_enabled)
-    try:
-        job, _ = await svc.db.create_job(
-            user_id=user["id"], backend=backend, requested_backend=valid.requested_backend,
-            model=valid.model, params=_params_dict(valid.params), webhook_url=valid.webhook_url,
-            idempotency_key=idempotency_key, request_hash=body_hash,
-            flow_account=svc.settings.flow_account if backend == "flow" else None,
-            clips=[(c.prompt, c.first_frame, c.last_frame) for c in valid.clips])
-    except Conflict:
-        assert idempotency_key is not None
-        existing = await svc.db.job_by_idempotency(user["id"], idempotency_key)
-        if existing is None:
-            raise
-        return _replay(existing, body_hash), False
-    log.info("job.created", job_id=job["id"], backend=backend, model=valid.model,
-             clips=len(valid.clips), user_id=user["id"])
-    await enqueue(svc, job)
-    return job, True
+    async def owned(self, user: User, job_id: str) -> Job:
+        job = await self.db.get_job(job_id)
+        if job is None or job.user_id != user.id:
+            raise NotFound(f"no job {job_id!r}")
+        return job
+
+    # ---- what users do to jobs --------------------------------------------------------------
+
+    async def cancel(self, job: Job) -> Job:
+        if job.status not in jobs.CANCELABLE:
+            raise Conflict(f"a {job.status} job cannot be canceled", code="not_cancelable")
+        row = await self.db.cancel_job(job.id)
+        if row is None:
+            raise Conflict("the job finished before it could be canceled", code="not_cancelable")
+        await self._changed(row, "job.canceled")
+        return row
+
+    async def retry(self, job: Job) -> Job:
+        if job.status not in jobs.RETRYABLE:
+            raise Conflict(f"only failed or canceled jobs can be retried, this one is "
+                           f"{job.status}", code="not_retryable")
+        row = await self.db.retry_job(job.id)
+        if row is None:
+            raise Conflict("the job changed state; try again", code="not_retryable")
+        await self._changed(row, "job.resumed", reason="retry")
+        await self._queue(row)
+        return row
+
+    async def delete(self, job: Job) -> None:
+        if job.status == jobs.JobStatus.RUNNING:
+            raise Conflict("cancel the running job before deleting it", code="job_running")
+        # objects first: if storage fails the row stays and the delete can be repeated
+        for prefix in (names.outputs_prefix(job.id), names.debug_prefix(job.id),
+                       names.staging_prefix(job.id)):
+            await self.storage.delete_prefix(prefix)
+        if not await self.db.delete_job(job.id):
+            raise Conflict("the job started running; cancel it first", code="job_running")
+        log.info("job.deleted", job_id=job.id)
+
+    async def select(self, job: Job, idx: int, variant: int) -> Clip:
+        clip = await self.db.select_variant(job.id, idx, variant)
+        if clip is None:
+            raise NotFound(f"clip {idx} of job {job.id} has no variant {variant}")
+        log.info("clip.selected", job_id=job.id, clip=idx, variant=variant)
+        await events.publish(self.redis, job.id, job.status, job.progress)
+        return clip
+
+    async def redo(self, job: Job, idx: int, prompt: str | None) -> Job:
+        if job.status not in jobs.REWORKABLE:
+            raise Conflict(f"a {job.status} job is still at work; redo a clip once it ended",
+                           code="job_active")
+        if not 0 <= idx < len(await self.db.clips_of_job(job.id)):
+            raise NotFound(f"job {job.id} has no clip {idx}")
+        if prompt is not None and not 1 <= len(prompt.strip()) <= jobs.MAX_PROMPT_CHARS:
+            raise InvalidRequest(f"prompt: 1 to {jobs.MAX_PROMPT_CHARS} characters",
+                                 details={"field": "prompt"})
+        row = await self.db.redo_clip(job.id, idx, prompt)
+        if row is None:
+            raise Conflict("the job changed state; try again", code="job_active")
+        await self._changed(row, "job.resumed", reason="redo", clip=idx)
+        await self._queue(row)
+        return row
+
+    async def rebuild_final(self, job: Job, options: FinalOptions) -> Job:
+        if job.status not in jobs.REWORKABLE:
+            raise Conflict(f"a {job.status} job is still at work; the final is built when it "
+                           "ends", code="job_active")
+        clips = await self.db.clips_of_job(job.id)
+        if any(c.status != "succeeded" for c in clips):
+            raise Conflict("every clip must have succeeded before a final can be built",
+                           code="clips_unfinished")
+        row = await self.db.rebuild_final(job.id, options)
+        if row is None:
+            raise Conflict("the job changed state; try again", code="job_active")
+        await self._changed(row, "job.resumed", reason="final")
+        await self._queue(row)
+        return row
+
+    async def retry_failed_flow(self, account: str | None = None) -> int:
+        rows = await self.db.retry_failed_flow(account)
+        for row in rows:
+            await self._changed(row, "job.resumed", reason="retry_failed")
+            await self._queue(row)
+        return len(rows)
+
+    # ---- what a run does to its job -----------------------------------------------------------
+
+    async def claim(self, job_id: str, run_seq: int, worker_id: str) -> Job | None:
+        job = await self.db.claim_job(job_id, run_seq, worker_id)
+        if job is not None:
+            await self._changed(job, "job.claimed", attempt=job.attempts)
+        return job
+
+    async def finish(self, job: Job, status: str, error: ErrorInfo | None = None) -> bool:
+        row = await self.db.finish_job(job.id, job.run_seq, status, error)
+        if row is None:
+            return False
+        await self._changed(row, "job.succeeded" if status == "succeeded" else "job.failed",
+                            warn=status != "succeeded", attempt=row.attempts)
+        return True
+
+    async def requeue(self, job: Job, error: ErrorInfo | None, *, reason: str,
+                      defer: float | None = None) -> bool:
+        row = await self.db.requeue_running(job.id, job.run_seq, error)
+        if row is None:
+            return False
+        await self._changed(row, "job.requeued", reason=reason, defer=defer)
+        await self._queue(row, defer=defer)
+        return True
+
+    async def pause(self, job: Job, reason: str, *, until: float | None = None,
+                    detail: str | None = None) -> bool:
+        """Pause a queued or running job; the whole account or key pool follows when the cause
+        is theirs. No try is spent."""
+        resume_at = datetime.fromtimestamp(until, UTC) if until else None
+        if reason == jobs.PausedReason.FLOW_NEEDS_AUTH:
+            await self.login_required(job.account, job_id=job.id, detail=detail or "")
+        elif reason == jobs.PausedReason.FLOW_RATE_LIMITED:
+            resume_at = await self.cool_account(job.account, job_id=job.id,
+                                                detail=detail or "")
+        row = await self.db.pause_job(job.id, job.run_seq, reason, resume_at)
+        if row is not None:
+            await self._changed(row, "job.paused", reason=reason,
+                                resume_at=resume_at.isoformat() if resume_at else None)
+        if reason == jobs.PausedReason.API_KEYS_EXHAUSTED and row is not None:
+            await alerts.raise_alert(self.db, alerts.KEYS_EXHAUSTED, job.user_id, {
+                "job_id": job.id,
+                "message": "every usable Gemini key is cooling down; API jobs are paused"})
+        return row is not None
+
+    async def handle_error(self, job: Job, exc: BaseException) -> str:
+        """Apply the failure policy to a run that raised; returns what became of the job."""
+        decision = jobs.after_error(exc, attempts=job.attempts,
+                                    max_attempts=self.settings.max_attempts)
+        if isinstance(decision, jobs.Pause):
+            await self.pause(job, decision.reason, until=decision.until, detail=str(exc))
+            return "paused"
+        if isinstance(decision, jobs.Retry):
+            await self.requeue(job, decision.error, reason=decision.error.code,
+                               defer=decision.defer)
+            return "retrying"
+        await self.finish(job, "failed", decision.error)
+        return "failed"
+
+    # ---- Flow accounts ------------------------------------------------------------------------
+
+    async def flow_paused(self, account: str) -> bool:
+        return bool(await self.redis.exists(names.flow_paused_flag(account)))
+
+    async def login_required(self, account: str, *, job_id: str | None, detail: str) -> None:
+        """Stop the account's Flow work until a new login arrives: flag, record, pause every
+        queued job of the account, log once, alert once."""
+        first = await self.redis.set(names.flow_paused_flag(account), "1", nx=True)
+        await self.db.flow_needs_auth(account)
+        if first:
+            log.warning("flow.login_required", account=account, job_id=job_id, detail=detail)
+        for row in await self.db.pause_queued_flow(account, jobs.PausedReason.FLOW_NEEDS_AUTH):
+            await self._changed(row, "job.paused", reason=jobs.PausedReason.FLOW_NEEDS_AUTH)
+        await alerts.raise_alert(self.db, alerts.FLOW_LOGIN, account, {
+            "account": account, "job_id": job_id,
+            "message": f"Flow needs a new login for account {account!r}: run "
+                       "`veo-auth export --upload` or POST /api/admin/flow/auth"})
+
+    async def cool_account(self, account: str, *, job_id: str | None,
+                           detail: str) -> datetime | None:
+        """Rest the account after a rate-limit or unusual-activity answer (growing back-off);
+        its queued jobs wait with it. Returns when it may work again."""
+        row = await self.db.cool_account(account, self.settings.flow_cooldown_seconds,
+                                         self.settings.flow_cooldown_max_seconds)
+        until = row.cooling_until
+        log.warning("flow.account_cooling", account=account, job_id=job_id,
+                    until=until.isoformat() if until else None, streak=row.cool_streak,
+                    detail=detail)
+        for other in await self.db.pause_queued_flow(
+                account, jobs.PausedReason.FLOW_RATE_LIMITED, until):
+            await self._changed(other, "job.paused", reason=jobs.PausedReason.FLOW_RATE_LIMITED)
+        await alerts.raise_alert(self.db, alerts.FLOW_COOLING, account, {
+            "account": account, "job_id": job_id,
+            "until": until.isoformat() if until else None,
+            "message": f"Flow account {account!r} answered '{detail[:200]}'; it rests until "
+                       f"{until} and its jobs wait"})
+        return until
+
+    async def resume_flow(self, account: str, reason: str, *, why: str) -> int:
+        """The cause of an account's pause cleared: queue its paused jobs again."""
+        if reason == jobs.PausedReason.FLOW_NEEDS_AUTH:
+            await self.redis.delete(names.flow_paused_flag(account))
+            await self.db.flow_verified(account)
+            await alerts.clear(self.db, alerts.FLOW_LOGIN, account)
+        else:
+            await alerts.clear(self.db, alerts.FLOW_COOLING, account)
+        rows = await self.db.resume_flow(account, reason)
+        for row in rows:
+            await self._changed(row, "job.resumed", reason=why)
+            await self._queue(row)
+        if rows or reason == jobs.PausedReason.FLOW_NEEDS_AUTH:
+            log.info("flow.resumed", account=account, jobs=len(rows), why=why)
+        return len(rows)
+
+    # ---- the reconciler's use cases -------------------------------------------------------------
+
+    async def requeue_orphans(self) -> int:
+        rows = await self.db.requeue_orphans(self.settings.stale_after_seconds)
+        for row in rows:
+            metrics.REQUEUED.labels("worker_lost").inc()
+            await self._changed(row, "reconciler.requeued", warn=True, reason="worker_lost")
+            await self._queue(row)
+        return len(rows)
+
+    async def fail_overdue(self) -> int:
+        s = self.settings
+        rows = await self.db.fail_overdue(s.api_job_timeout, s.flow_job_timeout,
+                                          s.final_timeout)
+        for row in rows:
+            await self._changed(row, "job.failed", warn=True)
+        return len(rows)
+
+    async def requeue_lost(self) -> int:
+        """Queued runs that Redis no longer has (a flush, a restart without persistence), and
+        runs a dead worker took from arq but never claimed."""
+        n = 0
+        stale = datetime.now(UTC).timestamp() - 2 * queue.IN_PROGRESS_LEASE_MS / 1000
+        for row in await self.db.queued_jobs():
+            if not await queue.knows(self.redis, row):
+                metrics.REQUEUED.labels("missing_from_queue").inc()
+                log.info("reconciler.requeued", job_id=row.id, backend=row.backend,
+                         reason="missing_from_queue")
+                await self._queue(row)
+                n += 1
+            elif row.updated_at.timestamp() < stale and \
+                    await queue.free_stranded(self.redis, row):
+                metrics.REQUEUED.labels("stranded").inc()
+                log.info("reconciler.requeued", job_id=row.id, backend=row.backend,
+                         reason="taken_by_dead_worker")
+                n += 1
+        return n
+
+    async def resume_due(self) -> int:
+        """API jobs whose keys cooled off, Flow accounts that rested."""
+        n = 0
+        for row in await self.db.resume_api_due():
+            await alerts.clear(self.db, alerts.KEYS_EXHAUSTED, row.user_id)
+            await self._changed(row, "job.resumed", reason="key_available")
+            await self._queue(row)
+            n += 1
+        for acct in await self.db.flow_accounts():
+            if acct.cooling_until is not None and await self.db.account_rested(acct.account):
+                n += await self.resume_flow(acct.account, jobs.PausedReason.FLOW_RATE_LIMITED,
+                                            why="account_rested")
+        return n
 
 
-def _replay(existing: Row, body_hash: str) -> Row:
-    if existing["request_hash"] != body_hash:
+def _replay(existing: Job, body_hash: str) -> Job:
+    if existing.request_hash != body_hash:
         raise Conflict("Idempotency-Key was already used with a different request body",
                        code="idempotency_key_reused")
     return existing
 
 
-def _params_dict(params: jobs.Params) -> dict[str, Any]:
-    out: dict[str, Any] = msgspec.to_builtins(params)
-    return out
-
-
-async def owned_job(svc: Services, user: Row, job_id: str) -> Row:
-    job = await svc.db.get_job(job_id)
-    if job is None or job["user_id"] != user["id"]:
-        raise NotFound(f"no job {job_id!r}")
-    return job
-
-
-async def cancel_job(svc: Services, job: Row) -> Row:
-    if job["status"] not in jobs.CANCELABLE:
-        raise Conflict(f"a {job['status']} job cannot be canceled", code="not_cancelable")
-    row = await svc.db.cancel_job(job["id"])
-    if row is None:
-        raise Conflict("the job finished before it could be canceled", code="not_cancelable")
-    log.info("job.canceled", job_id=job["id"], backend=job["backend"])
-    await publish(svc, job["id"], "canceled")
-    await notify_terminal(svc, row)
-    return row
-
-
-async def retry_job(svc: Services, job: Row) -> Row:
-    if job["status"] not in jobs.RETRYABLE:
-        raise Conflict(f"only failed or canceled jobs can be retried, this one is {job['status']}",
-                       code="not_retryable")
-    row = await svc.db.retry_job(job["id"])
-    if row is None:
-        raise Conflict("the job changed state; try again", code="not_retryable")
-    await enqueue(svc, row)
-    log.info("job.resumed", job_id=row["id"], backend=row["backend"], reason="retry")
-    await publish(svc, row["id"], "queued", 0)
-    return row
-
-
-async def delete_job(svc: Services, job: Row) -> None:
-    if job["status"] == jobs.JobStatus.RUNNING:
-        raise Conflict("cancel the running job before deleting it", code="job_running")
-    # objects first: if storage fails the row stays and the delete can be repeated
-    await svc.storage.delete_prefix(keys.outputs_prefix(job["id"]))
-    await svc.storage.delete_prefix(keys.debug_prefix(job["id"]))
-    if not await svc.db.delete_job(job["id"]):
-        raise Conflict("the job started running; cancel it first", code="job_running")
-    log.info("job.deleted", job_id=job["id"])
-
-
-async def retry_failed_flow(svc: Services, account: str | None = None) -> int:
-    rows = await svc.db.retry_failed_flow(account)
-    for row in rows:
-        await enqueue(svc, row)
-        log.info("job.resumed", job_id=row["id"], backend="flow", reason="retry_failed")
-    return len(rows)
-
-
-async def resume_flow_account(svc: Services, account: str) -> int:
-    """Clear the pause flag and queue every job that waited for a new login."""
-    await svc.redis.delete(keys.flow_paused_flag(account))
-    rows = await svc.db.resume_flow(account)
-    for row in rows:
-        await enqueue(svc, row)
-        log.info("job.resumed", job_id=row["id"], backend="flow", account=account,
-                 reason="flow_auth_reloaded")
-        await publish(svc, row["id"], "queued")
-    return len(rows)
-
-
-async def resume_due_api_jobs(svc: Services) -> int:
-    rows = await svc.db.resume_api_due()
-    for row in rows:
-        await enqueue(svc, row)
-        log.info("job.resumed", job_id=row["id"], backend="api", reason="key_available")
-        await publish(svc, row["id"], "queued")
-    return len(rows)
-
-
-async def flow_paused(svc: Services, account: str) -> bool:
-    return bool(await svc.redis.exists(keys.flow_paused_flag(account)))
-
-
-async def notify_terminal(svc: Services, job: Row) -> None:
-    """Queue the webhook delivery of a job that reached a terminal state."""
-    if job.get("webhook_url"):
-        event_id = f"evt_{job['id']}_{job['status']}_{job['run_seq']}"
-        await svc.redis.enqueue_job(DELIVER_WEBHOOK, job["id"], event_id, _job_id=event_id)
+def _today() -> date:
+    return datetime.now(UTC).date()

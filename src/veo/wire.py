@@ -5,17 +5,18 @@ so server and client share one definition."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
-from veo.jobs import JobRequest
+from veo.catalog import Capabilities
+from veo.jobs import ClipSpec, FinalSpec, JobRequest
 
 __all__ = [
-    "ApiError", "ClipOut", "ErrorBody", "FinalOptions", "FinalOut", "FlowAuthStatus", "Health",
-    "JobError", "JobList", "JobOut", "JobRequest", "KeyIn", "KeyList", "KeyOut", "Me",
-    "ModelList", "ModelOut", "OutputOut", "QueueStatus", "RedoIn", "SelectIn", "UploadOut",
-    "UserIn", "UserOut",
+    "ApiError", "Canary", "ClipOut", "ClipSpec", "ErrorBody", "FinalOut", "FinalSpec",
+    "FlowAuthStatus", "Health", "JobError", "JobList", "JobOut", "JobRequest", "KeyIn", "KeyList",
+    "KeyOut", "Me", "ModelList", "ModelOut", "OutputOut", "QueueStatus", "RedoIn", "Revoked",
+    "SelectIn", "TokenOut", "UploadOut", "UserIn", "UserOut",
 ]
 
 
@@ -44,10 +45,9 @@ class OutputOut(msgspec.Struct):
     size: int
     sha256: str
     content_type: str
-    # ahead of the server (client work): defaults until web/render.py fills them
-    selected: bool = False
-    poster_url: str | None = None
-    duration_seconds: float | None = None
+    selected: bool  # the variant the final uses (variant 0 until the user picks)
+    poster_url: str | None  # a JPEG frame of the video
+    duration_seconds: float | None
 
 
 class ClipOut(msgspec.Struct):
@@ -57,8 +57,25 @@ class ClipOut(msgspec.Struct):
     progress: int
     first_frame: str | None
     last_frame: str | None
+    reference_images: list[str]
+    extend_from: str | None
+    selected: int
     outputs: list[OutputOut]
     error: JobError | None
+
+
+class FinalOut(msgspec.Struct):
+    """The stitched video of a job: pending until every clip succeeded, then running,
+    succeeded or failed."""
+
+    status: str
+    transition: str
+    url: str | None = None
+    poster_url: str | None = None
+    duration_seconds: float | None = None
+    size: int | None = None
+    sha256: str | None = None
+    error: JobError | None = None
 
 
 class JobUrls(msgspec.Struct):
@@ -82,6 +99,7 @@ class JobOut(msgspec.Struct):
     person_generation: str | None
     enhance_prompt: bool | None
     webhook_url: str | None
+    continuity: str
     progress: int
     queue_position: int | None
     flow_needs_auth: bool
@@ -93,7 +111,7 @@ class JobOut(msgspec.Struct):
     finished_at: datetime | None
     attempts: int
     urls: JobUrls
-    final: FinalOut | None = None  # ahead of the server (client work), see FinalOut
+    final: FinalOut | None
 
 
 class JobList(msgspec.Struct):
@@ -154,12 +172,24 @@ class ApiBackendHealth(msgspec.Struct):
     available_keys: int
 
 
+class Canary(msgspec.Struct, omit_defaults=True):
+    """The last walk of the Flow UI up to (never including) the submit."""
+
+    ok: bool
+    at: datetime
+    step: str | None = None  # where it stopped, when it failed
+    fallback_used: list[str] = msgspec.field(default_factory=list)  # steps found by a fallback
+
+
 class FlowBackendHealth(msgspec.Struct):
     enabled: bool
     auth_configured: bool
     queue_configured: bool
     needs_auth: bool
     account: str
+    cooling_until: datetime | None = None
+    driver: str | None = None  # the worker holding the account's lease
+    canary: Canary | None = None
 
 
 class Backends(msgspec.Struct):
@@ -195,33 +225,6 @@ class RetryFailed(msgspec.Struct):
     requeued: int
 
 
-# ---- ahead of the server -----------------------------------------------------------------------
-# Added with veo.client so it can type the routes and fields the server is gaining (select, redo,
-# final, posters, models). The web layer is to adopt these (or replace them, keeping the names).
-
-
-class FinalOptions(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """``final`` in a job request, and the body of ``POST /api/jobs/{id}/final``."""
-
-    transition: Literal["cut", "crossfade"] = "cut"
-    crossfade_seconds: float | None = None
-    trim_start_frames: int | None = None
-    trim_end_frames: int | None = None
-    loudnorm: bool | None = None
-
-
-class FinalOut(msgspec.Struct):
-    """The stitched video of a job: ``status`` follows the job statuses."""
-
-    status: str
-    url: str | None = None
-    poster_url: str | None = None
-    duration_seconds: float | None = None
-    size: int | None = None
-    sha256: str | None = None
-    error: JobError | None = None
-
-
 class SelectIn(msgspec.Struct, forbid_unknown_fields=True):
     """Body of ``POST /api/jobs/{id}/clips/{index}/select``."""
 
@@ -235,13 +238,31 @@ class RedoIn(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
 
 
 class ModelOut(msgspec.Struct):
+    """A catalog entry; ``capabilities`` per backend that runs the model."""
+
     id: str
-    backends: list[str] = msgspec.field(default_factory=list)
-    capabilities: dict[str, Any] = msgspec.field(default_factory=dict)
-    shutdown_date: str | None = None
-    replacement: str | None = None
-    default: bool = False
+    description: str
+    protocol: str
+    backends: list[str]
+    aliases: list[str]
+    flow_label: str | None
+    capabilities: dict[str, Capabilities]
+    shutdown_date: str | None
+    replacement: str | None
+    retired: bool
+    default: bool
 
 
 class ModelList(msgspec.Struct):
     data: list[ModelOut]
+    default: str
+
+
+class TokenOut(msgspec.Struct):
+    user_id: str
+    token: str  # shown once
+
+
+class Revoked(msgspec.Struct):
+    user_id: str
+    revoked: int

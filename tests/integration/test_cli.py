@@ -16,6 +16,7 @@ import pytest
 from tests.harness import CHROMIUM, SECRET
 from veo import config, flow_state
 from veo.crypto import Box
+from veo.gemini import KeyCheck
 from veo.keypool import PURPOSE, KeyPool
 from veo.sandbox.flow import FakeFlow
 from veo.services import build_services
@@ -140,8 +141,8 @@ async def test_rotate_secret_end_to_end(cli_env: dict[str, str], own_database: s
     try:
         user = await svc.db.create_user("rotator", False, "hash-rotator")
 
-        async def fine(_key: str) -> None:
-            return None
+        async def fine(_key: str) -> KeyCheck:
+            return KeyCheck("ok")
 
         pool = KeyPool(svc.db, svc.box, old_settings)
         keys = [f"AIza-rotate-{i}-0123456789abcdef" for i in range(4)]

@@ -29,7 +29,7 @@ async def rotate_secret(settings: Settings) -> int:
               "unreadable": 0}
     async with opened(settings) as svc:
         for row in await svc.db.all_keys():
-            env = row["key_enc"]
+            env = row.key_enc
             try:
                 await asyncio.to_thread(new.decrypt, env, KEY_PURPOSE)
                 counts["keys_current"] += 1
@@ -40,10 +40,10 @@ async def rotate_secret(settings: Settings) -> int:
                 plain = await asyncio.to_thread(old.decrypt, env, KEY_PURPOSE)
             except CryptoError:
                 counts["unreadable"] += 1
-                log.error("rotate.unreadable", key_id=row["id"])
+                log.error("rotate.unreadable", key_id=row.id)
                 continue
             sealed = await asyncio.to_thread(new.encrypt, plain, KEY_PURPOSE)
-            if await svc.db.update_key_enc(row["id"], sealed, env):
+            if await svc.db.update_key_enc(row.id, sealed, env):
                 counts["keys_rotated"] += 1
         for obj in await svc.storage.list("flow/auth/"):
             if not obj.key.endswith("/storage_state.json"):

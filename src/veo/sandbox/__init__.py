@@ -24,7 +24,7 @@ async def start_beside_web(settings: Any, svc: Any) -> list[Any]:
         await gem.start(port=g.port)
         started.append(gem)
         pool_keys = [k for k in await svc.db.all_keys()
-                     if k["user_id"] is None and k["status"] != "invalid"]
+                     if k.user_id is None and k.status != "invalid"]
         if not settings.gemini_api_keys and not pool_keys:
             # an operator key the fake accepts, so jobs route to the API backend
             await KeyPool(svc.db, svc.box, settings).sync_operator_pool(

@@ -22,6 +22,7 @@ import httpx
 import uvicorn
 
 from veo import config, flow_state, logs
+from veo.gemini import KeyCheck
 from veo.keypool import KeyPool
 from veo.sandbox.flow import FakeFlow
 from veo.sandbox.gemini import FakeGemini
@@ -105,11 +106,11 @@ async def _demo(*, once: bool, port: int | None, root: Path) -> int:
     try:
         token = new_token()
         user = await svc.db.create_user(f"demo-{int(time.time())}", True, token_hash(token))
-        async def ok(_key: str) -> None:
-            return None
+        async def ok(_key: str) -> KeyCheck:
+            return KeyCheck("ok")
 
         demo_key = f"AIza-demo-{secrets.token_hex(12)}"
-        await KeyPool(svc.db, svc.box, settings).add(user["id"], demo_key, "demo key", ok)
+        await KeyPool(svc.db, svc.box, settings).add(user.id, demo_key, "demo key", ok)
         await flow_state.write(svc.storage, svc.box, settings.flow_account,
                                flow.storage_state(), settings.flow_storage_state_key)
         async with httpx.AsyncClient(base_url=base, timeout=30,

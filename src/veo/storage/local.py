@@ -115,16 +115,38 @@ class LocalStorage:
         path = self.path(key)
         await asyncio.to_thread(path.unlink, True)
 
+    async def move(self, src: str, dst: str) -> ObjectInfo:
+        source, target = self.path(src), self.path(dst)
+
+        def rename() -> ObjectInfo:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.replace(source, target)  # atomic: a reader sees the old or the new object
+            except FileNotFoundError:
+                raise ObjectNotFound(src) from None
+            return self._info(dst, target)
+
+        return await asyncio.to_thread(rename)
+
+    async def source(self, key: str) -> str:
+        return str(self.path(key))
+
     async def delete_prefix(self, prefix: str) -> int:
         items = await self.list(prefix)
         for item in items:
             await self.delete(item.key)
         return len(items)
 
+    def _walk_root(self, prefix: str) -> Path:
+        """The deepest directory that holds every key starting with ``prefix``: a listing
+        walks that subtree, not the whole store."""
+        head = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        return self.path(head) if head else self.root
+
     async def list(self, prefix: str) -> list[ObjectInfo]:
         def walk() -> list[ObjectInfo]:
             out = []
-            for dirpath, _dirs, files in os.walk(self.root):
+            for dirpath, _dirs, files in os.walk(self._walk_root(prefix)):
                 for name in files:
                     if name.startswith(".tmp-"):
                         continue

@@ -21,6 +21,9 @@ from veo.storage.base import ObjectInfo, ObjectNotFound
 PART_SIZE = 8 * 1024 * 1024  # S3's minimum part is 5 MiB; 8 MiB keeps part counts low
 _READ_CHUNK = 256 * 1024
 
+# long enough for ffmpeg to read a video it was handed, short enough to be useless if leaked
+SOURCE_SECONDS = 3600
+
 
 def _missing(exc: ClientError) -> bool:
     code = str(exc.response.get("Error", {}).get("Code", ""))
@@ -149,6 +152,26 @@ class S3Storage:
     async def delete(self, key: str) -> None:
         c = await self._c()
         await c.delete_object(Bucket=self.bucket, Key=key)
+
+    async def move(self, src: str, dst: str) -> ObjectInfo:
+        c = await self._c()
+        try:
+            # a server-side copy: the bytes never pass through this process
+            await c.copy_object(Bucket=self.bucket, Key=dst,
+                                CopySource={"Bucket": self.bucket, "Key": src})
+        except ClientError as exc:
+            if _missing(exc):
+                raise ObjectNotFound(src) from None
+            raise
+        await c.delete_object(Bucket=self.bucket, Key=src)
+        info = await self.head(dst)
+        assert info is not None
+        return info
+
+    async def source(self, key: str) -> str:
+        url = await self.presign(key, SOURCE_SECONDS)
+        assert url is not None
+        return url
 
     async def delete_prefix(self, prefix: str) -> int:
         items = await self.list(prefix)

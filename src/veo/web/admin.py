@@ -1,4 +1,4 @@
-"""Admin routes: users, the Flow login state, re-queueing failed Flow jobs."""
+"""Admin routes: users and their tokens, the Flow login state, re-queueing failed Flow jobs."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from veo import flow_state, lifecycle, logs, wire
-from veo.errors import BadRequest, InvalidRequest
+from veo import flow_state, logs, wire
+from veo.errors import BadRequest, InvalidRequest, NotFound
 from veo.services import Services, token_hash
-from veo.web import render
+from veo.web import auth, render
 from veo.web.auth import current_admin, current_user, new_token
 from veo.web.uploads import read_bounded
 
@@ -17,9 +17,13 @@ log = logs.get_logger("veo.web.admin")
 _user_in = msgspec.json.Decoder(wire.UserIn)
 
 
-def _account(request: Request) -> str:
+def _svc(request: Request) -> Services:
     svc: Services = request.app.state.services
-    account = request.query_params.get("account", svc.settings.flow_account)
+    return svc
+
+
+def _account(request: Request) -> str:
+    account = request.query_params.get("account", _svc(request).settings.flow_account)
     if not account or not account.replace("-", "").replace("_", "").isalnum() or len(account) > 64:
         raise InvalidRequest("account: letters, digits, '-' and '_' only",
                              details={"field": "account"})
@@ -28,7 +32,7 @@ def _account(request: Request) -> str:
 
 async def create_user(request: Request) -> Response:
     await current_admin(request)
-    svc: Services = request.app.state.services
+    svc = _svc(request)
     body = await read_bounded(request, 16 * 1024)
     try:
         data = _user_in.decode(body)
@@ -40,40 +44,66 @@ async def create_user(request: Request) -> Response:
         raise InvalidRequest("name: 1 to 200 characters", details={"field": "name"})
     token = new_token()
     row = await svc.db.create_user(data.name.strip(), data.is_admin, token_hash(token))
-    log.info("user.created", user_id=row["id"], is_admin=row["is_admin"])
-    return render.JSON(wire.UserOut(id=row["id"], name=row["name"], is_admin=row["is_admin"],
-                                       token=token), status_code=201)
+    log.info("user.created", user_id=row.id, is_admin=row.is_admin)
+    return render.JSON(wire.UserOut(id=row.id, name=row.name, is_admin=row.is_admin,
+                                    token=token), status_code=201)
+
+
+async def _user(request: Request) -> str:
+    await current_admin(request)
+    user_id = str(request.path_params["user_id"])
+    if await _svc(request).db.user_by_id(user_id) is None:
+        raise NotFound(f"no user {user_id!r}")
+    return user_id
+
+
+async def revoke_tokens(request: Request) -> Response:
+    user_id = await _user(request)
+    hashes = await _svc(request).db.revoke_tokens(user_id)
+    auth.forget(hashes)
+    log.info("user.tokens_revoked", user_id=user_id, tokens=len(hashes))
+    return render.JSON(wire.Revoked(user_id=user_id, revoked=len(hashes)))
+
+
+async def create_token(request: Request) -> Response:
+    user_id = await _user(request)
+    token = new_token()
+    await _svc(request).db.add_token(user_id, token_hash(token))
+    log.info("user.token_created", user_id=user_id)
+    return render.JSON(wire.TokenOut(user_id=user_id, token=token), status_code=201)
 
 
 async def me(request: Request) -> Response:
     user = await current_user(request)
-    svc: Services = request.app.state.services
-    return render.JSON(wire.Me(id=user["id"], name=user["name"], is_admin=user["is_admin"],
-                                  webhook_secret=svc.box.webhook_secret(user["id"])))
+    svc = _svc(request)
+    return render.JSON(wire.Me(id=user.id, name=user.name, is_admin=user.is_admin,
+                               webhook_secret=svc.box.webhook_secret(user.id)))
+
+
+def _state_key(svc: Services, account: str) -> str:
+    return (svc.settings.flow_storage_state_key if account == svc.settings.flow_account
+            else flow_state.state_key(account))
 
 
 async def upload_flow_auth(request: Request) -> Response:
     await current_admin(request)
-    svc: Services = request.app.state.services
+    svc = _svc(request)
     account = _account(request)
     raw = await read_bounded(request, flow_state.MAX_STATE_BYTES)
     state = flow_state.parse(raw)
-    await flow_state.write(svc.storage, svc.box, account, state,
-                           svc.settings.flow_storage_state_key
-                           if account == svc.settings.flow_account else None)
+    await flow_state.write(svc.storage, svc.box, account, state, _state_key(svc, account))
     log.info("flow.auth_uploaded", account=account, cookies=len(state["cookies"]))
     return render.JSON(await _auth_status(svc, account), status_code=201)
 
 
 async def get_flow_auth(request: Request) -> Response:
     await current_admin(request)
-    svc: Services = request.app.state.services
+    svc = _svc(request)
     return render.JSON(await _auth_status(svc, _account(request)))
 
 
 async def _auth_status(svc: Services, account: str) -> wire.FlowAuthStatus:
-    key = (svc.settings.flow_storage_state_key if account == svc.settings.flow_account
-           else flow_state.state_key(account))
+    key = _state_key(svc, account)
     head = await svc.storage.head(key)
     cookies = 0
     if head is not None:
@@ -82,18 +112,18 @@ async def _auth_status(svc: Services, account: str) -> wire.FlowAuthStatus:
             cookies = len(loaded.state["cookies"]) if loaded else 0
         except Exception:
             cookies = 0
-    row = await svc.db.flow_account(account) or {}
+    row = await svc.db.flow_account(account)
     return wire.FlowAuthStatus(
         configured=head is not None, account=account,
-        last_verified_at=row.get("last_verified_at"),
-        needs_auth=await lifecycle.flow_paused(svc, account),
-        needs_auth_since=row.get("needs_auth_since"),
-        state_updated_at=row.get("state_updated_at"), cookies=cookies)
+        last_verified_at=row.last_verified_at if row else None,
+        needs_auth=await svc.lifecycle.flow_paused(account),
+        needs_auth_since=row.needs_auth_since if row else None,
+        state_updated_at=row.state_updated_at if row else None, cookies=cookies)
 
 
 async def retry_failed_flow(request: Request) -> Response:
     await current_admin(request)
-    svc: Services = request.app.state.services
+    svc = _svc(request)
     account = request.query_params.get("account")
-    n = await lifecycle.retry_failed_flow(svc, account)
+    n = await svc.lifecycle.retry_failed_flow(account)
     return render.JSON(wire.RetryFailed(requeued=n))

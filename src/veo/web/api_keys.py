@@ -28,20 +28,20 @@ async def create(request: Request) -> Response:
     except msgspec.DecodeError:
         raise BadRequest("body is not valid JSON") from None
     pool = KeyPool(svc.db, svc.box, svc.settings)
-    row = await pool.add(user["id"], data.key, data.label, request.app.state.validate_key)
+    row = await pool.add(user.id, data.key, data.label, request.app.state.validate_key)
     return render.JSON(render.key(row), status_code=201)
 
 
 async def list_keys(request: Request) -> Response:
     user = await current_user(request)
     svc: Services = request.app.state.services
-    rows = await svc.db.list_keys(user["id"])
+    rows = await svc.db.list_keys(user.id)
     return render.JSON(wire.KeyList(data=[render.key(r) for r in rows]))
 
 
 async def delete(request: Request) -> Response:
     user = await current_user(request)
     svc: Services = request.app.state.services
-    if not await svc.db.delete_key(request.path_params["key_id"], user["id"]):
+    if not await svc.db.delete_key(request.path_params["key_id"], user.id):
         raise NotFound(f"no key {request.path_params['key_id']!r}")
     return Response(status_code=204)

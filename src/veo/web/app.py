@@ -17,6 +17,7 @@ from starlette.staticfiles import StaticFiles
 from veo import gemini, logs, sandbox
 from veo.config import Settings
 from veo.errors import VeoError
+from veo.events import Hub
 from veo.keypool import KeyPool
 from veo.services import Services, build_services
 from veo.web import admin, api_keys, health, jobs, openapi, render, uploads
@@ -54,12 +55,14 @@ async def _index(request: Request) -> Response:
 
 
 def routes() -> list[Any]:
+    job = "/api/jobs/{job_id}"
     return [
         Route("/", _index),
         Route("/api/health", health.health),
         Route("/api/flow/queue/status", health.queue_status),
-        Route("/metrics", health.metrics),
+        Route("/metrics", health.serve_metrics),
         Route("/api/openapi.json", _openapi),
+        Route("/api/models", jobs.models),
         Route("/api/me", admin.me),
         Route("/api/uploads", uploads.create_upload, methods=["POST"]),
         Route("/api/keys", api_keys.create, methods=["POST"]),
@@ -67,13 +70,21 @@ def routes() -> list[Any]:
         Route("/api/keys/{key_id}", api_keys.delete, methods=["DELETE"]),
         Route("/api/jobs", jobs.create, methods=["POST"]),
         Route("/api/jobs", jobs.list_jobs, methods=["GET"]),
-        Route("/api/jobs/{job_id}", jobs.get, methods=["GET"]),
-        Route("/api/jobs/{job_id}", jobs.delete, methods=["DELETE"]),
-        Route("/api/jobs/{job_id}/events", jobs.events),
-        Route("/api/jobs/{job_id}/cancel", jobs.cancel, methods=["POST"]),
-        Route("/api/jobs/{job_id}/retry", jobs.retry, methods=["POST"]),
-        Route("/api/jobs/{job_id}/outputs/{output_id}", jobs.output),
+        Route(job, jobs.get, methods=["GET"]),
+        Route(job, jobs.delete, methods=["DELETE"]),
+        Route(f"{job}/events", jobs.events, methods=["GET"]),
+        Route(f"{job}/cancel", jobs.cancel, methods=["POST"]),
+        Route(f"{job}/retry", jobs.retry, methods=["POST"]),
+        Route(f"{job}/clips/{{index}}/select", jobs.select, methods=["POST"]),
+        Route(f"{job}/clips/{{index}}/redo", jobs.redo, methods=["POST"]),
+        Route(f"{job}/final", jobs.build_final, methods=["POST"]),
+        Route(f"{job}/final", jobs.final_video, methods=["GET"]),
+        Route(f"{job}/final/poster", jobs.final_poster, methods=["GET"]),
+        Route(f"{job}/outputs/{{output_id}}", jobs.output, methods=["GET"]),
+        Route(f"{job}/outputs/{{output_id}}/poster", jobs.poster, methods=["GET"]),
         Route("/api/admin/users", admin.create_user, methods=["POST"]),
+        Route("/api/admin/users/{user_id}/tokens", admin.revoke_tokens, methods=["DELETE"]),
+        Route("/api/admin/users/{user_id}/tokens", admin.create_token, methods=["POST"]),
         Route("/api/admin/flow/auth", admin.upload_flow_auth, methods=["POST"]),
         Route("/api/admin/flow/auth", admin.get_flow_auth, methods=["GET"]),
         Route("/api/admin/flow/queue/retry-failed", admin.retry_failed_flow, methods=["POST"]),
@@ -94,11 +105,16 @@ def create_app(settings: Settings, services: Services | None = None, *,
                  if settings.sandbox and sandbox_fakes else [])
         gem = gemini.Gemini(settings)
         app.state.validate_key = gem.validate_key
+        hub = Hub(svc.redis, per_user=settings.sse_streams_per_user)
+        await hub.start()
+        app.state.hub = hub
+        app.state.gauges = health.gauges(svc, hub)
         await KeyPool(svc.db, svc.box, settings).sync_operator_pool(settings.gemini_api_keys)
         log.info("web.started", storage=svc.storage.backend, sandbox=settings.sandbox)
         try:
             yield
         finally:
+            await hub.stop()
             await gem.close()
             for fake in fakes:
                 await fake.stop()

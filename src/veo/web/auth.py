@@ -1,5 +1,5 @@
-"""Bearer-token authentication. Tokens are looked up by hash; the bootstrap admin token is
-a real user row (see ``services.build_services``)."""
+"""Bearer-token authentication. Tokens are looked up by hash; the bootstrap admin token is a
+real user row (see ``Db.bootstrap_admin``)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import time
 
 from starlette.requests import Request
 
-from veo.db import Row
 from veo.errors import Forbidden, Unauthorized
+from veo.records import User
 from veo.services import Services, token_hash
 
 TOKEN_PREFIX = "veo_"  # noqa: S105 - a prefix, not a secret
@@ -19,14 +19,20 @@ def new_token() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
-# token hash -> (user, expiry). Users cannot be deleted or demoted through the API, so a short
-# cache only spares a query per request; failures are never cached.
+# token hash -> (user, expiry): a short cache spares a query per request; failures are never
+# cached, and a revocation empties this process's cache at once (other web processes follow
+# within _CACHE_SECONDS).
 _CACHE_SECONDS = 5.0
 _CACHE_MAX = 10_000
-_cache: dict[str, tuple[Row, float]] = {}
+_cache: dict[str, tuple[User, float]] = {}
 
 
-async def current_user(request: Request) -> Row:
+def forget(hashes: list[str]) -> None:
+    for h in hashes:
+        _cache.pop(h, None)
+
+
+async def current_user(request: Request) -> User:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -46,8 +52,8 @@ async def current_user(request: Request) -> Row:
     return user
 
 
-async def current_admin(request: Request) -> Row:
+async def current_admin(request: Request) -> User:
     user = await current_user(request)
-    if not user["is_admin"]:
+    if not user.is_admin:
         raise Forbidden("this route is for admins")
     return user

@@ -6,9 +6,10 @@ import asyncio
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import Response
 
-from veo import lifecycle, logs, wire
+from veo import logs, metrics, names, wire
+from veo.events import Hub
 from veo.services import Services
 from veo.web import render
 
@@ -25,6 +26,11 @@ async def _check(name: str, probe: Any) -> tuple[str, str]:
         return name, f"error: {type(exc).__name__}"
 
 
+async def _driver(svc: Services, account: str) -> str | None:
+    raw = await svc.redis.get(names.flow_lease(account))
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
 async def health(request: Request) -> Response:
     svc: Services = request.app.state.services
     s = svc.settings
@@ -34,53 +40,64 @@ async def health(request: Request) -> Response:
     ok = all(v == "ok" for v in checks.values())
     available = await svc.db.available_keys() if checks["db"] == "ok" else 0
     auth_configured = needs_auth = False
+    driver = None
     if checks["storage"] == "ok":
         auth_configured = await svc.storage.head(s.flow_storage_state_key) is not None
     if checks["redis"] == "ok":
-        needs_auth = await lifecycle.flow_paused(svc, s.flow_account)
+        needs_auth = await svc.lifecycle.flow_paused(s.flow_account)
+        driver = await _driver(svc, s.flow_account)
+    acct = await svc.db.flow_account(s.flow_account) if checks["db"] == "ok" else None
+    canary = None
+    if acct is not None and acct.canary:
+        try:
+            canary = wire.Canary(**acct.canary)
+        except TypeError:
+            canary = None
     body = wire.Health(
         status="ok" if ok else "degraded",
         backends=wire.Backends(
             api=wire.ApiBackendHealth(enabled=True, available_keys=available),
-            flow=wire.FlowBackendHealth(enabled=s.flow_enabled,
-                                           auth_configured=auth_configured,
-                                           queue_configured=checks["redis"] == "ok",
-                                           needs_auth=needs_auth, account=s.flow_account)),
+            flow=wire.FlowBackendHealth(
+                enabled=s.flow_enabled, auth_configured=auth_configured,
+                queue_configured=checks["redis"] == "ok", needs_auth=needs_auth,
+                account=s.flow_account, cooling_until=acct.cooling_until if acct else None,
+                driver=driver, canary=canary)),
         checks=checks)
     return render.JSON(body, status_code=200 if ok else 503)
 
 
 async def queue_status(request: Request) -> Response:
     svc: Services = request.app.state.services
-    row = await svc.db.queue_status()
+    counts = await svc.db.queue_status()
     return render.JSON(wire.QueueStatus(
-        pending=row["pending"], processing=row["processing"], failed=row["failed"],
-        paused=await lifecycle.flow_paused(svc, svc.settings.flow_account),
-        waiting_auth=row["waiting_auth"]))
+        pending=counts.pending, processing=counts.processing, failed=counts.failed,
+        paused=await svc.lifecycle.flow_paused(svc.settings.flow_account),
+        waiting_auth=counts.waiting_auth))
 
 
-async def metrics(request: Request) -> Response:
-    svc: Services = request.app.state.services
-    lines = [
-        "# HELP veo_jobs Jobs by backend and status.", "# TYPE veo_jobs gauge",
-    ]
-    for r in await svc.db.status_counts():
-        lines.append(f'veo_jobs{{backend="{r["backend"]}",status="{r["status"]}"}} {r["n"]}')
-    lines += ["# HELP veo_queue_depth Jobs waiting to run.", "# TYPE veo_queue_depth gauge"]
-    q = await svc.db.queue_status()
-    lines.append(f'veo_queue_depth{{backend="flow"}} {q["pending"]}')
-    lines += ["# HELP veo_job_duration_seconds Run time of finished jobs.",
-              "# TYPE veo_job_duration_seconds summary"]
-    for r in await svc.db.duration_stats():
-        labels = f'backend="{r["backend"]}",status="{r["status"]}"'
-        lines.append(f"veo_job_duration_seconds_sum{{{labels}}} {float(r['seconds']):.3f}")
-        lines.append(f"veo_job_duration_seconds_count{{{labels}}} {r['n']}")
-    lines += ["# HELP veo_api_keys Gemini keys by state.", "# TYPE veo_api_keys gauge"]
-    for status, n in sorted((await svc.db.key_counts()).items()):
-        lines.append(f'veo_api_keys{{status="{status}"}} {n}')
-    paused = int(await lifecycle.flow_paused(svc, svc.settings.flow_account))
-    lines += ["# HELP veo_flow_paused 1 while Flow work waits for a new login.",
-              "# TYPE veo_flow_paused gauge",
-              f'veo_flow_paused{{account="{svc.settings.flow_account}"}} {paused}']
-    return PlainTextResponse("\n".join(lines) + "\n",
-                             media_type="text/plain; version=0.0.4; charset=utf-8")
+def gauges(svc: Services, hub: Hub) -> metrics.SharedGauges:
+    """The shared-state gauges of the web process, refreshed at most every GAUGE_TTL."""
+
+    async def refresh() -> None:
+        metrics.ACTIVE.clear()
+        depth: dict[str, int] = {"api": 0, "flow": 0}
+        for backend, status, reason, n in await svc.db.active_counts():
+            metrics.ACTIVE.labels(backend, status, reason).set(n)
+            if status == "queued":
+                depth[backend] = depth.get(backend, 0) + n
+        for backend, n in depth.items():
+            metrics.QUEUE_DEPTH.labels(backend).set(n)
+        metrics.KEYS.clear()
+        for status, n in (await svc.db.key_counts()).items():
+            metrics.KEYS.labels(status).set(n)
+        account = svc.settings.flow_account
+        metrics.FLOW_PAUSED.labels(account).set(int(await svc.lifecycle.flow_paused(account)))
+        metrics.SSE_STREAMS.set(hub.open_streams)
+
+    return metrics.SharedGauges(refresh)
+
+
+async def serve_metrics(request: Request) -> Response:
+    shared: metrics.SharedGauges = request.app.state.gauges
+    return Response(await shared.render(),
+                    media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -1,30 +1,43 @@
-"""Job routes: create, list, get, events (SSE), cancel, retry, delete, output download."""
+"""Job routes: create, list, get, events (SSE), cancel, retry, delete, the videos and posters,
+variant choice, redo of a clip, the final video, and the model catalog."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime
+import re
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
+from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
-from starlette.responses import FileResponse, RedirectResponse, Response, StreamingResponse
+from starlette.responses import FileResponse, RedirectResponse, Response
 
 from veo import jobs as core
-from veo import keys, lifecycle, wire
-from veo.db import Row
-from veo.errors import BadRequest, InvalidRequest, NotFound
+from veo import wire
+from veo.errors import BadRequest, InvalidRequest, NotFound, VeoError
+from veo.events import Hub, TooManyStreams
+from veo.records import Job, User
 from veo.services import Services
 from veo.storage import LocalStorage
 from veo.web import render
 from veo.web.auth import current_user
 from veo.web.uploads import read_bounded
 
-_job_request = msgspec.json.Decoder(core.JobRequest)
 MAX_JOB_BODY = 256 * 1024
+MAX_SMALL_BODY = 16 * 1024
 PRESIGN_SECONDS = 300  # long enough to start a download, short enough to be useless if leaked
-SSE_KEEPALIVE = 15.0  # seconds between comments that keep proxies from closing the stream
+SSE_KEEPALIVE = 15.0  # seconds between pings that keep proxies from closing the stream
+MAX_PREFER_WAIT = 60  # seconds `Prefer: wait=N` may hold a create request
+_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait=(\d+)")
+
+
+class TooManyRequests(VeoError):
+    code = "too_many_streams"
+    status = 429
 
 
 def _svc(request: Request) -> Services:
@@ -32,22 +45,9 @@ def _svc(request: Request) -> Services:
     return svc
 
 
-async def _render_many(request: Request, rows: list[Row]) -> list[wire.JobOut]:
-    clips, outputs = await _svc(request).db.clips_and_outputs([r["id"] for r in rows])
-    out = []
-    for row in rows:
-        out.append(render.job(request, row, [c for c in clips if c["job_id"] == row["id"]],
-                              [o for o in outputs if o["job_id"] == row["id"]]))
-    return out
-
-
-async def render_one(request: Request, row: Row) -> wire.JobOut:
-    return (await _render_many(request, [row]))[0]
-
-
-def decode_job_request(body: bytes) -> core.JobRequest:
+def _decode(body: bytes, kind: type[Any]) -> Any:
     try:
-        return _job_request.decode(body)
+        return msgspec.json.decode(body, type=kind)
     except msgspec.ValidationError as exc:
         msg = str(exc)
         field = msg.rsplit("`$.", 1)[-1].rstrip("`") if "`$." in msg else None
@@ -58,30 +58,87 @@ def decode_job_request(body: bytes) -> core.JobRequest:
         raise BadRequest(f"body is not valid JSON: {exc}") from None
 
 
+def decode_job_request(body: bytes) -> core.JobRequest:
+    req: core.JobRequest = _decode(body, core.JobRequest)
+    return req
+
+
+async def _render_many(request: Request, rows: list[Job]) -> list[wire.JobOut]:
+    clips, outputs, finals = await _svc(request).db.details([r.id for r in rows])
+    return [render.job(request, row, [c for c in clips if c.job_id == row.id],
+                       [o for o in outputs if o.job_id == row.id], finals.get(row.id))
+            for row in rows]
+
+
+async def render_one(request: Request, row: Job) -> wire.JobOut:
+    return (await _render_many(request, [row]))[0]
+
+
+async def _fresh(request: Request, job_id: str) -> wire.JobOut:
+    row = await _svc(request).db.get_job(job_id)
+    if row is None:
+        raise NotFound(f"no job {job_id!r}")
+    return await render_one(request, row)
+
+
+async def _owned(request: Request) -> tuple[Services, User, Job]:
+    user = await current_user(request)
+    svc = _svc(request)
+    return svc, user, await svc.lifecycle.owned(user, request.path_params["job_id"])
+
+
+def _prefer_wait(request: Request) -> int | None:
+    m = _PREFER_WAIT.search(request.headers.get("prefer", ""))
+    return min(int(m.group(1)), MAX_PREFER_WAIT) if m else None
+
+
 async def create(request: Request) -> Response:
     user = await current_user(request)
     svc = _svc(request)
     body = await read_bounded(request, MAX_JOB_BODY)
     req = decode_job_request(body)
-    row, created = await lifecycle.create_job(
-        svc, user, req, idempotency_key=request.headers.get("idempotency-key"),
+    row, created = await svc.lifecycle.create(
+        user, req, idempotency_key=request.headers.get("idempotency-key"),
         body_hash=core.request_hash(body))
-    headers = {"Location": f"/api/jobs/{row['id']}"}
-    if created:
-        # everything the response needs came back from the insert: no second read
-        clips = [{"idx": i, "prompt": c.prompt, "status": "queued", "progress": 0,
-                  "first_frame": c.first_frame, "last_frame": c.last_frame, "error": None}
-                 for i, c in enumerate(req.clips or [core.ClipSpec(prompt=req.prompt or "")])]
-        return render.JSON(render.job(request, row, clips, []), status_code=201,
-                           headers=headers)
-    headers["Idempotent-Replayed"] = "true"
-    fresh = await svc.db.get_job(row["id"])
-    assert fresh is not None
-    return render.JSON(await render_one(request, fresh), headers=headers)
+    headers = {"Location": f"/api/jobs/{row.id}"}
+    wait = _prefer_wait(request)
+    if wait:
+        headers["Preference-Applied"] = f"wait={wait}"
+        await _wait_terminal(request, user, row, wait)
+    elif created:
+        # everything the response needs came back from the insert: no second read of the job
+        clips, outputs, finals = await svc.db.details([row.id])
+        return render.JSON(render.job(request, row, clips, outputs, finals.get(row.id)),
+                           status_code=201, headers=headers)
+    if not created:
+        headers["Idempotent-Replayed"] = "true"
+    return render.JSON(await _fresh(request, row.id), status_code=201 if created else 200,
+                       headers=headers)
 
 
-def _cursor_encode(row: Row) -> str:
-    raw = f"{row['created_at'].isoformat()}|{row['id']}".encode()
+async def _wait_terminal(request: Request, user: User, job: Job, seconds: int) -> None:
+    """Hold the request until the job ends or ``seconds`` pass (``Prefer: wait=N``)."""
+    hub: Hub = request.app.state.hub
+    db = _svc(request).db
+    deadline = asyncio.get_running_loop().time() + seconds
+    with contextlib.suppress(TooManyStreams):
+        async with hub.listen(user.id, job.id) as notices:
+            while (left := deadline - asyncio.get_running_loop().time()) > 0:
+                current = await db.get_job(job.id)
+                if current is None or current.status in core.TERMINAL:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(notices.get(), min(left, 2.0))
+            return
+    while asyncio.get_running_loop().time() < deadline:  # over the stream cap: poll instead
+        current = await db.get_job(job.id)
+        if current is None or current.status in core.TERMINAL:
+            return
+        await asyncio.sleep(0.5)
+
+
+def _cursor_encode(row: Job) -> str:
+    raw = f"{row.created_at.isoformat()}|{row.id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -113,97 +170,159 @@ async def list_jobs(request: Request) -> Response:
         raise InvalidRequest(f"status: one of {', '.join(s.value for s in core.JobStatus)}",
                              details={"field": "status"})
     cursor = _cursor_decode(q["cursor"]) if q.get("cursor") else None
-    rows = await _svc(request).db.list_jobs(user["id"], status, cursor, limit + 1)
+    rows = await _svc(request).db.list_jobs(user.id, status, cursor, limit + 1)
     has_more = len(rows) > limit
     rows = rows[:limit]
     return render.JSON(wire.JobList(data=await _render_many(request, rows),
-                                       next_cursor=_cursor_encode(rows[-1]) if has_more else None,
-                                       has_more=has_more))
+                                    next_cursor=_cursor_encode(rows[-1]) if has_more else None,
+                                    has_more=has_more))
 
 
 async def get(request: Request) -> Response:
-    user = await current_user(request)
-    row = await lifecycle.owned_job(_svc(request), user, request.path_params["job_id"])
+    _, _, row = await _owned(request)
     return render.JSON(await render_one(request, row))
 
 
-async def _act(request: Request, action: Callable[[Services, Row], Awaitable[Row]],
-               status_code: int) -> Response:
-    user = await current_user(request)
-    svc = _svc(request)
-    row = await lifecycle.owned_job(svc, user, request.path_params["job_id"])
-    await action(svc, row)
-    fresh = await svc.db.get_job(row["id"])
-    assert fresh is not None
-    return render.JSON(await render_one(request, fresh), status_code=status_code)
-
-
 async def cancel(request: Request) -> Response:
-    return await _act(request, lifecycle.cancel_job, 200)
+    svc, _, row = await _owned(request)
+    await svc.lifecycle.cancel(row)
+    return render.JSON(await _fresh(request, row.id))
 
 
 async def retry(request: Request) -> Response:
-    return await _act(request, lifecycle.retry_job, 202)
+    svc, _, row = await _owned(request)
+    await svc.lifecycle.retry(row)
+    return render.JSON(await _fresh(request, row.id), status_code=202)
 
 
 async def delete(request: Request) -> Response:
-    user = await current_user(request)
-    svc = _svc(request)
-    row = await lifecycle.owned_job(svc, user, request.path_params["job_id"])
-    await lifecycle.delete_job(svc, row)
+    svc, _, row = await _owned(request)
+    await svc.lifecycle.delete(row)
     return Response(status_code=204)
 
 
-async def output(request: Request) -> Response:
-    user = await current_user(request)
-    svc = _svc(request)
-    row = await lifecycle.owned_job(svc, user, request.path_params["job_id"])
-    out = await svc.db.get_output(request.path_params["output_id"], row["id"])
-    if out is None:
-        raise NotFound(f"no output {request.path_params['output_id']!r}")
-    url = await svc.storage.presign(out["object_key"], PRESIGN_SECONDS)
+def _clip_index(request: Request) -> int:
+    raw = request.path_params["index"]
+    if not raw.isdigit() or int(raw) > core.MAX_CLIPS:
+        raise NotFound(f"no clip {raw!r}")
+    return int(raw)
+
+
+async def select(request: Request) -> Response:
+    svc, _, row = await _owned(request)
+    idx = _clip_index(request)
+    body: wire.SelectIn = _decode(await read_bounded(request, MAX_SMALL_BODY), wire.SelectIn)
+    await svc.lifecycle.select(row, idx, body.variant)
+    return render.JSON(await _fresh(request, row.id))
+
+
+async def redo(request: Request) -> Response:
+    svc, _, row = await _owned(request)
+    idx = _clip_index(request)
+    raw = await read_bounded(request, MAX_SMALL_BODY)
+    body: wire.RedoIn = _decode(raw, wire.RedoIn) if raw.strip() else wire.RedoIn()
+    await svc.lifecycle.redo(row, idx, body.prompt)
+    return render.JSON(await _fresh(request, row.id), status_code=202)
+
+
+async def build_final(request: Request) -> Response:
+    svc, _, row = await _owned(request)
+    raw = await read_bounded(request, MAX_SMALL_BODY)
+    spec: core.FinalSpec = _decode(raw, core.FinalSpec) if raw.strip() else core.FinalSpec()
+    await svc.lifecycle.rebuild_final(row, core.final_options(spec))
+    return render.JSON(await _fresh(request, row.id), status_code=202)
+
+
+async def _serve(request: Request, key: str | None, content_type: str,
+                 filename: str) -> Response:
+    """An object as a redirect to a short-lived presigned URL (S3) or a ranged stream (local)."""
+    storage = _svc(request).storage
+    if key is None or await storage.head(key) is None:
+        raise NotFound("the file is not stored (yet)")
+    url = await storage.presign(key, PRESIGN_SECONDS)
     if url is not None:
         return RedirectResponse(url, status_code=302, headers={"Cache-Control": "no-store"})
-    assert isinstance(svc.storage, LocalStorage)
-    path = svc.storage.path(out["object_key"])
-    filename = f"{row['id']}-{out['clip']}-{out['variant']}.mp4"
-    return FileResponse(path, media_type=out["content_type"], filename=filename,
+    assert isinstance(storage, LocalStorage)
+    return FileResponse(storage.path(key), media_type=content_type, filename=filename,
                         content_disposition_type="inline")
 
 
+async def output(request: Request) -> Response:
+    svc, _, row = await _owned(request)
+    out = await svc.db.get_output(request.path_params["output_id"], row.id)
+    if out is None:
+        raise NotFound(f"no output {request.path_params['output_id']!r}")
+    return await _serve(request, out.object_key, out.content_type,
+                        f"{row.id}-{out.clip}-{out.variant}.mp4")
+
+
+async def poster(request: Request) -> Response:
+    svc, _, row = await _owned(request)
+    out = await svc.db.get_output(request.path_params["output_id"], row.id)
+    if out is None:
+        raise NotFound(f"no output {request.path_params['output_id']!r}")
+    return await _serve(request, out.poster_key, "image/jpeg",
+                        f"{row.id}-{out.clip}-{out.variant}.jpg")
+
+
+async def final_video(request: Request) -> Response:
+    svc, _, row = await _owned(request)
+    final = await svc.db.get_final(row.id)
+    if final is None or final.status != "succeeded":
+        raise NotFound("this job has no final video (yet)")
+    return await _serve(request, final.object_key, "video/mp4", f"{row.id}-final.mp4")
+
+
+async def final_poster(request: Request) -> Response:
+    svc, _, row = await _owned(request)
+    final = await svc.db.get_final(row.id)
+    if final is None or final.status != "succeeded":
+        raise NotFound("this job has no final video (yet)")
+    return await _serve(request, final.poster_key, "image/jpeg", f"{row.id}-final.jpg")
+
+
 async def events(request: Request) -> Response:
-    user = await current_user(request)
-    svc = _svc(request)
-    row = await lifecycle.owned_job(svc, user, request.path_params["job_id"])
-    job_id = row["id"]
-    # subscribe before the first read so no change between the two is missed
-    pubsub = svc.redis.pubsub()
-    await pubsub.subscribe(keys.job_events_channel(job_id))
+    """Server-Sent Events of the job until it ends: an ``event: job`` with the whole job each
+    time it changes. One Redis subscription per process feeds every stream (``veo.events``)."""
+    svc, user, row = await _owned(request)
+    hub: Hub = request.app.state.hub
+    stack = contextlib.AsyncExitStack()
+    try:
+        # listen before the first read, so no change between the two is missed
+        notices = await stack.enter_async_context(hub.listen(user.id, row.id))
+    except TooManyStreams:
+        raise TooManyRequests(f"at most {hub.per_user} open event streams per user") from None
 
-    async def stream() -> AsyncIterator[bytes]:
-        last: tuple[object, ...] | None = None
-        try:
+    async def stream() -> AsyncIterator[dict[str, str]]:
+        last: bytes | None = None
+        async with stack:
             while True:
-                current = await svc.db.get_job(job_id)
+                current = await svc.db.get_job(row.id)
                 if current is None:
-                    yield b"event: deleted\ndata: {}\n\n"
+                    yield {"event": "deleted", "data": "{}"}
                     return
-                state = (current["status"], current["progress"], current["paused_reason"],
-                         current["queue_position"])
-                if state != last:
-                    last = state
-                    body = render.encode(await render_one(request, current))
-                    yield b"event: job\ndata: " + body + b"\n\n"
-                if current["status"] in core.TERMINAL:
+                body = render.encode(await render_one(request, current))
+                if body != last:
+                    last = body
+                    yield {"event": "job", "data": body.decode()}
+                if current.status in core.TERMINAL:
                     return
-                msg = await pubsub.get_message(ignore_subscribe_messages=True,
-                                               timeout=SSE_KEEPALIVE)
-                if msg is None:
-                    yield b": keepalive\n\n"
-        finally:
-            with contextlib.suppress(Exception):
-                await pubsub.unsubscribe()
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                with contextlib.suppress(TimeoutError):
+                    # a missed notice (Redis blip) is caught up at the next tick
+                    await asyncio.wait_for(notices.get(), SSE_KEEPALIVE)
+                while not notices.empty():
+                    notices.get_nowait()
 
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return EventSourceResponse(stream(), ping=int(SSE_KEEPALIVE),
+                               headers={"Cache-Control": "no-cache",
+                                        "X-Accel-Buffering": "no"})
+
+
+async def models(request: Request) -> Response:
+    svc = _svc(request)
+    today = datetime.now(UTC).date()
+    default = svc.settings.default_model
+    return render.JSON(wire.ModelList(
+        data=[render.model(m, default, today) for m in sorted(svc.catalog,
+                                                               key=lambda m: m.id)],
+        default=default))

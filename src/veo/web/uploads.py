@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from veo import db as dbmod
-from veo import images, keys, logs, wire
+from veo import images, logs, names, wire
 from veo.errors import BadRequest, PayloadTooLarge
 from veo.services import Services
 from veo.web import render
@@ -69,12 +69,12 @@ async def create_upload(request: Request) -> Response:
         raise PayloadTooLarge(f"file is larger than {cap} bytes", details={"field": "file"})
     info = await asyncio.to_thread(images.inspect, data)
     upload_id = dbmod.new_id("upl")
-    key = keys.upload(user["id"], upload_id, info.ext)
+    key = names.upload(user.id, upload_id, info.ext)
     await svc.storage.put_bytes(key, data, info.content_type)
-    row = await svc.db.insert_upload(upload_id, user["id"], key, info.content_type, info.width,
+    row = await svc.db.insert_upload(upload_id, user.id, key, info.content_type, info.width,
                                      info.height, info.size, info.sha256)
-    log.info("upload.created", upload_id=upload_id, user_id=user["id"], size=info.size)
-    return render.JSON(wire.UploadOut(id=row["id"], content_type=row["content_type"],
-                                         width=row["width"], height=row["height"],
-                                         size=row["size"], sha256=row["sha256"]),
+    log.info("upload.created", upload_id=upload_id, user_id=user.id, size=info.size)
+    return render.JSON(wire.UploadOut(id=row.id, content_type=row.content_type,
+                                      width=row.width, height=row.height, size=row.size,
+                                      sha256=row.sha256),
                        status_code=201)

@@ -1,4 +1,5 @@
-"""The worker process: ``arq veo.worker.Settings`` runs API and Flow jobs."""
+"""The worker processes: ``arq veo.worker.Settings`` runs API and Flow jobs;
+``arq veo.worker.ApiSettings`` runs API jobs only (no browser)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from typing import Any
 
 def __getattr__(name: str) -> Any:
     # built lazily: importing veo.worker must not read the environment or open connections
-    if name == "Settings":
+    if name in ("Settings", "ApiSettings"):
         from veo.worker import settings
 
-        return settings.build(flow=True)
+        return settings.build(flow=name == "Settings")
     raise AttributeError(name)

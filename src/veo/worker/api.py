@@ -1,8 +1,10 @@
-"""The ``api`` backend: Veo through the Gemini API with the owner's keys and the operator pool.
+"""The ``api`` backend: Google's video models through the Gemini API with the owner's keys and
+the operator pool. Today that is Gemini Omni through the Interactions API.
 
-For each clip it makes ``ceil(number_of_videos / samples_per_request)`` requests. Each
-operation name is written to PostgreSQL before it is polled, so a rerun resumes it and never
-pays for a second generation. Variants are numbered in request order, then sample order.
+For each clip it makes ``ceil(number_of_videos / samples_per_request)`` requests (Omni makes one
+video per request). Each interaction id is written to PostgreSQL with the key that created it
+before it is polled, so a rerun resumes it with that key (interactions are per Google project)
+instead of paying for a second generation. Variants are numbered in request order.
 """
 
 from __future__ import annotations
@@ -11,149 +13,202 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator
-from typing import Any
-
-from google.genai import types
+from datetime import UTC, datetime, timedelta
+from typing import NoReturn
 
 from veo import logs
-from veo.catalog import MODELS
-from veo.errors import GenerationFailed, KeyProblem
-from veo.gemini import Gemini
+from veo.catalog import Catalog
+from veo.config import Settings
+from veo.errors import GenerationFailed, KeyProblem, ModelRetired
+from veo.gemini import Blob, Gemini, Video, outcome
 from veo.keypool import KeyPool, Lease
-from veo.worker.context import ClipRun
+from veo.records import Generation, Job
+from veo.worker.context import ClipRun, Frame
 
 log = logs.get_logger("veo.worker.api")
 
-EXPECTED_SECONDS = 60.0  # typical Veo latency (research §5), only to shape the progress curve
+EXPECTED_SECONDS = 60.0  # typical generation time, only to shape the progress curve
 FIRST_POLL = 1.0  # seconds before the first poll; grows by POLL_GROWTH up to poll_seconds
 POLL_GROWTH = 1.5
-# google.rpc codes that are worth another try: CANCELLED, UNKNOWN, DEADLINE_EXCEEDED,
-# RESOURCE_EXHAUSTED, ABORTED, INTERNAL, UNAVAILABLE
-RETRYABLE_RPC = {1, 2, 4, 8, 10, 13, 14}
+POLL_BUSY_WAIT = 2.0  # seconds to wait when a poll itself is rate limited (it costs no quota)
+# Google keeps a stored interaction about two days; an extension refers to it by id only well
+# inside that, else the earlier video is sent as input
+EXTEND_BY_ID_WITHIN = timedelta(hours=40)
+
+
+class Inputs:
+    """What every request of a clip sends."""
+
+    def __init__(self, first: Blob | None, last: Blob | None, refs: list[Blob],
+                 video: Blob | None, previous: Generation | None) -> None:
+        self.first, self.last, self.refs, self.video, self.previous = (first, last, refs, video,
+                                                                        previous)
 
 
 class ApiBackend:
     name = "api"
-    clip_concurrency = 4  # clips of one job in flight at once; each is a remote operation
+    clip_concurrency = 4  # clips of one job in flight at once; each is a remote generation
 
-    def __init__(self, pool: KeyPool, gemini: Gemini, poll_seconds: float) -> None:
+    def __init__(self, pool: KeyPool, gemini: Gemini, settings: Settings,
+                 catalog: Catalog) -> None:
         self.pool = pool
         self.gemini = gemini
-        self.poll_seconds = poll_seconds
+        self.settings = settings
+        self.catalog = catalog
 
     def slot(self) -> contextlib.AbstractAsyncContextManager[None]:
         return contextlib.nullcontext()
 
-    async def blocked(self, job: dict[str, Any]) -> str | None:
+    async def blocked(self, job: Job) -> str | None:
         return None
 
     async def run_clip(self, run: ClipRun) -> None:
-        model = MODELS[run.job["model"]]
-        wanted = int(run.params.get("number_of_videos", 1))
-        per = model.samples_per_request
+        model = self.catalog.get(run.job.model)
+        if model is None or model.protocol != "interactions":
+            raise GenerationFailed(f"the api backend cannot run {run.job.model}",
+                                   code="model_unsupported")
+        if model.retired(datetime.now(UTC).date()):
+            self._retired(run, model.id, model.replacement)
+        wanted = run.params.number_of_videos
+        per = max(1, model.samples_per_request)
         counts = [min(per, wanted - i * per) for i in range(math.ceil(wanted / per))]
         stored = await run.existing_outputs()
-        saved = {op["request"]: op for op in await run.svc.db.operations_of_clip(
-            run.job_id, run.index)}
-        source, config_kw = await self._request(run)
+        saved = await run.generations()
+        inputs = await self._inputs(run)
         first_variant = 0
         for request, count in enumerate(counts):
             variants = range(first_variant, first_variant + count)
             first_variant += count
             if all(v in stored for v in variants):
                 continue
-            videos, lease = await self._generate(run, request, count, saved.get(request),
-                                                 source, config_kw)
+            share = (100 * request / len(counts), 100 / len(counts))
+            videos, lease = await self._generate(run, request, saved.get(request), inputs,
+                                                 share)
             for offset, video in enumerate(videos[:count]):
-                await run.store_output(variants[offset], self._download(lease, video))
+                await run.store_output(variants[offset], self.gemini.download(lease.secret,
+                                                                              video))
             await run.progress(int(100 * first_variant / wanted))
 
-    async def _request(self, run: ClipRun) -> tuple[types.GenerateVideosSource, dict[str, Any]]:
-        model = MODELS[run.job["model"]]
+    def _retired(self, run: ClipRun, model: str, replacement: str | None) -> NoReturn:
+        log.warning("model.retired", model=model, replacement=replacement, **run.fields)
+        hint = f"; use {replacement}" if replacement else ""
+        raise ModelRetired(f"{model} is no longer available{hint}", model=model,
+                           replacement=replacement)
+
+    async def _inputs(self, run: ClipRun) -> Inputs:
+        def blob(frame: Frame | None) -> Blob | None:
+            return None if frame is None else Blob(frame.data, frame.content_type)
+
+        first, last = blob(await run.first_frame()), blob(await run.last_frame())
+        refs = [Blob(f.data, f.content_type) for f in await run.references()]
+        video, previous = None, None
+        source = await run.extend_source()
+        if source is not None:
+            gens = {g.request: g for g in await run.db.generations_of_clip(source.job_id,
+                                                                           source.clip)}
+            gen = gens.get(source.variant)
+            fresh = gen is not None and datetime.now(UTC) - gen.created_at < EXTEND_BY_ID_WITHIN
+            if fresh:
+                previous = gen
+            else:
+                video = Blob(await run.storage.get_bytes(source.object_key), "video/mp4")
+        return Inputs(first, last, refs, video, previous)
+
+    async def _create(self, run: ClipRun, lease: Lease, inputs: Inputs,
+                      previous_id: str | None) -> str:
         p = run.params
-        first = await run.frame(run.clip["first_frame"])
-        last = await run.frame(run.clip["last_frame"])
-        source = types.GenerateVideosSource(
-            prompt=run.clip["prompt"],
-            image=types.Image(image_bytes=first[0], mime_type=first[1]) if first else None)
-        kw: dict[str, Any] = {"duration_seconds": p.get("duration_seconds"),
-                              "aspect_ratio": p.get("aspect_ratio")}
-        if model.send_resolution:
-            kw["resolution"] = p.get("resolution")
-        for name in ("negative_prompt", "person_generation", "enhance_prompt"):
-            if p.get(name) is not None:
-                kw[name] = p[name]
-        if last:
-            kw["last_frame"] = types.Image(image_bytes=last[0], mime_type=last[1])
-        return source, kw
+        return await self.gemini.create(
+            lease.secret, model=run.job.model, prompt=run.clip.prompt, first_frame=inputs.first,
+            last_frame=inputs.last, references=inputs.refs,
+            video=inputs.video if previous_id is None else None,
+            previous_interaction_id=previous_id, aspect_ratio=p.aspect_ratio,
+            resolution=p.resolution, duration_seconds=p.duration_seconds, delivery="uri")
 
-    async def _generate(self, run: ClipRun, request: int, count: int, saved: dict[str, Any] | None,
-                        source: types.GenerateVideosSource, config_kw: dict[str, Any],
-                        ) -> tuple[list[types.Video], Lease]:
-        user_id = run.job["user_id"]
+    async def _acquire(self, run: ClipRun, inputs: Inputs, tried: set[str],
+                       ) -> tuple[Lease, str | None]:
+        """A key for a new generation. An extension by interaction id must be created in the
+        project that holds the earlier interaction, so it prefers that key; if that key cannot
+        be had, the earlier video is sent as input instead."""
+        prev = inputs.previous
+        if prev is not None and prev.key_id not in tried:
+            lease = await self.pool.lease_of(prev.key_id)
+            if lease is not None:
+                return lease, prev.handle
+        if prev is not None and inputs.video is None:
+            source = await run.extend_source()
+            assert source is not None
+            inputs.video = Blob(await run.storage.get_bytes(source.object_key), "video/mp4")
+        return await self.pool.acquire(run.job.user_id, frozenset(tried)), None
+
+    async def _generate(self, run: ClipRun, request: int, saved: Generation | None,
+                        inputs: Inputs, share: tuple[float, float],
+                        ) -> tuple[tuple[Video, ...], Lease]:
+        handle, lease = None, None
+        if saved is not None:
+            lease = await self.pool.lease_of(saved.key_id)
+            if lease is None:
+                # the key that created it is gone: nobody else may poll it, so start afresh
+                await run.forget_generation(request)
+            else:
+                handle = saved.handle
         tried: set[str] = set()
-        name = saved["name"] if saved else None
-        preferred = saved["key_id"] if saved else None
         while True:
-            lease = await self.pool.acquire(user_id, frozenset(tried))
-            if preferred and lease.key_id != preferred:
-                # polling works from any key of the project; the stored one is only a preference
-                preferred = None
-            fields = {"job_id": run.job_id, "clip": run.index, "backend": "api"}
+            if handle is None or lease is None:
+                lease, previous_id = await self._acquire(run, inputs, tried)
+                try:
+                    handle = await self._create(run, lease, inputs, previous_id)
+                except KeyProblem as exc:
+                    tried.add(lease.key_id)
+                    await self._blame(lease, exc, run)
+                    handle = None
+                    continue
+                except ModelRetired as exc:
+                    await self.pool.unused(lease)
+                    self._retired(run, run.job.model, exc.replacement)
+                    raise
+                await run.save_generation(request, handle, lease.key_id, 1)
+                log.info("api.submitted", interaction=handle, key_id=lease.key_id, **run.fields)
             try:
-                if name is None:
-                    config = types.GenerateVideosConfig(number_of_videos=count, **config_kw)
-                    name = await self.gemini.submit(lease.secret, run.job["model"], source, config)
-                    await run.svc.db.save_operation(run.job_id, run.index, request, name,
-                                                    lease.key_id, count)
-                    log.info("api.submitted", operation=name, **fields)
-                op = await self._wait(run, lease, name)
+                videos = await self._wait(run, lease, handle, share)
             except KeyProblem as exc:
+                if not exc.invalid:
+                    await asyncio.sleep(POLL_BUSY_WAIT)
+                    continue
+                # the creating key died mid-generation: what it made is out of reach
+                await self._blame(lease, exc, run)
+                await run.forget_generation(request)
                 tried.add(lease.key_id)
-                if exc.invalid:
-                    await self.pool.invalid(lease, exc.message, **fields)
-                else:
-                    await self.pool.cooling(lease, exc.message, exc.retry_after, **fields)
+                handle = None
                 continue
+            except GenerationFailed as exc:
+                if exc.retryable or exc.code == "output_unavailable":
+                    # spent: the next run must submit afresh, never poll this one again
+                    await run.forget_generation(request)
+                raise
             await self.pool.ok(lease)
-            return self._videos(run, request, op), lease
+            return videos, lease
 
-    async def _wait(self, run: ClipRun, lease: Lease, name: str) -> types.GenerateVideosOperation:
+    async def _blame(self, lease: Lease, exc: KeyProblem, run: ClipRun) -> None:
+        if exc.invalid:
+            await self.pool.invalid(lease, exc.message, **run.fields)
+        else:
+            await self.pool.refused(lease, exc.message, exc.retry_after, **run.fields)
+
+    async def _wait(self, run: ClipRun, lease: Lease, handle: str,
+                    share: tuple[float, float]) -> tuple[Video, ...]:
+        """Poll until the interaction ends; this request's part of the clip's progress is
+        ``share`` (start, span) and follows a curve shaped by the typical generation time."""
         started = time.monotonic()
-        delay = min(FIRST_POLL, self.poll_seconds)
+        delay = min(FIRST_POLL, self.settings.poll_seconds)
         while True:
-            op = await self.gemini.poll(lease.secret, name)
-            if op.done:
-                return op
+            result = outcome(await self.gemini.get(lease.secret, handle))
+            if isinstance(result, GenerationFailed):
+                raise result
+            if result is not None:
+                return result
             elapsed = time.monotonic() - started
-            await run.progress(int(90 * (1 - math.exp(-elapsed / EXPECTED_SECONDS))))
+            start, span = share
+            await run.progress(int(start + span * 0.9 * (1 - math.exp(-elapsed /
+                                                                     EXPECTED_SECONDS))))
             await asyncio.sleep(delay)
-            delay = min(delay * POLL_GROWTH, self.poll_seconds)
-
-    def _videos(self, run: ClipRun, request: int,
-                op: types.GenerateVideosOperation) -> list[types.Video]:
-        if op.error:
-            code = int(op.error.get("code", 2)) if isinstance(op.error, dict) else 2
-            message = (op.error.get("message") if isinstance(op.error, dict) else None) or ""
-            retryable = code in RETRYABLE_RPC
-            if retryable:
-                # a failed operation is spent: the next run must submit afresh
-                asyncio.get_running_loop().create_task(
-                    run.svc.db.forget_operation(run.job_id, run.index, request))
-            raise GenerationFailed(f"Veo operation failed: {message}", code="operation_failed",
-                                   retryable=retryable, details={"rpc_code": code})
-        resp = op.response or op.result
-        videos = [g.video for g in (resp.generated_videos or []) if g.video] if resp else []
-        if not videos:
-            reasons = list(resp.rai_media_filtered_reasons or []) if resp else []
-            raise GenerationFailed(
-                "the video was blocked by safety filters" + (f": {reasons[0]}" if reasons else ""),
-                code="safety_filtered", retryable=False,
-                details={"reasons": reasons,
-                         "filtered_count": resp.rai_media_filtered_count if resp else None})
-        return videos
-
-    async def _download(self, lease: Lease, video: types.Video) -> AsyncIterator[bytes]:
-        async for chunk in self.gemini.download(lease.secret, video):
-            yield chunk
+            delay = min(delay * POLL_GROWTH, self.settings.poll_seconds)

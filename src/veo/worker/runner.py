@@ -1,223 +1,198 @@
 """``run_job``: one run of one job, read top to bottom.
 
-claim (guarded) → heartbeat beside the work → clips in order (or a few at once for the API) →
-finish (guarded). A lost heartbeat means someone else owns the job now (a cancel, or the
-reconciler after we were presumed dead): the work stops without writing. Pauses spend no try.
+hold the arq mark → check the backend is free to work → claim (guarded) → heartbeat beside the
+work → the clips (in order when chained, a few at once otherwise) → the final video → finish.
+Every change of the job's status is asked of ``veo.lifecycle``; what happens after an error is
+``veo.jobs.after_error``'s decision. A failed heartbeat query is retried; only a definite "not
+yours" (a cancel, or the reconciler gave the job to a newer run) stops the work, and then it
+writes nothing more. A worker that is shutting down hands its runs back to the queue.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import AsyncIterator
 
-from veo import lifecycle, logs
-from veo.db import Row
-from veo.errors import AllKeysCooling, GenerationFailed, LoginRequired, NoUsableKey, VeoError
+from veo import logs, queue
+from veo.db import RunLost
+from veo.errors import GenerationFailed, VeoError
+from veo.jobs import error_info
+from veo.records import Clip, Job
 from veo.services import Services
-from veo.worker import alerts
-from veo.worker.context import Backend, ClipRun, Ctx
+from veo.worker import film
+from veo.worker.context import Backend, ClipRun, Ctx, Frame, count_clip
 
 log = logs.get_logger("veo.worker")
 
-RETRY_BACKOFF = (5.0, 30.0, 120.0, 300.0)  # seconds before run n+1 after a retryable failure
-
 
 class _Lost(Exception):
-    """The job is no longer ours (canceled, or re-queued by the reconciler)."""
+    """The job is no longer this run's (canceled, or re-queued by the reconciler)."""
+
+
+@contextlib.asynccontextmanager
+async def _holding(svc: Services, arq_id: str) -> AsyncIterator[None]:
+    """Keep arq's in-progress mark on this run short and alive (see ``queue.hold``)."""
+
+    async def renew() -> None:
+        while True:
+            with contextlib.suppress(Exception):  # Redis may be restarting; PG is the record
+                await queue.hold(svc.redis, arq_id)
+            await asyncio.sleep(queue.IN_PROGRESS_LEASE_MS / 3000)
+
+    task = asyncio.get_running_loop().create_task(renew(), name=f"hold:{arq_id}")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
 
 
 async def run_job(ctx: Ctx, job_id: str, run_seq: int) -> str:
     svc = ctx["services"]
-    job = await svc.db.get_job(job_id)
-    if job is None or job["run_seq"] != run_seq or job["status"] != "queued":
-        return "stale"
-    backend = ctx["backends"].get(job["backend"])
-    if backend is None:
-        return await _no_backend(svc, job)
-    async with backend.slot():
-        reason = await backend.blocked(job)
-        if reason is not None:
-            paused = await svc.db.pause_job(job_id, run_seq, reason)
-            if paused is not None:
-                log.info("job.paused", job_id=job_id, backend=job["backend"], reason=reason,
-                         account=job.get("flow_account"))
-                await lifecycle.publish(svc, job_id, "paused")
-            return "paused"
-        claimed = await svc.db.claim_job(job_id, run_seq, ctx["worker_id"])
-        if claimed is None:
+    async with _holding(svc, ctx.get("job_id") or f"veo:{job_id}:{run_seq}"):
+        job = await svc.db.get_job(job_id)
+        if job is None or job.run_seq != run_seq or job.status != "queued":
             return "stale"
-        log.info("job.claimed", job_id=job_id, backend=job["backend"], attempt=claimed["attempts"],
-                 account=job.get("flow_account"))
-        await lifecycle.publish(svc, job_id, "running", claimed["progress"])
-        return await _execute(svc, backend, claimed)
+        backend = ctx["backends"].get(job.backend)
+        if backend is None:
+            log.error("job.no_backend", job_id=job_id, backend=job.backend)
+            return "stale"
+        async with backend.slot():
+            reason = await backend.blocked(job)
+            if reason is not None:
+                await svc.lifecycle.pause(job, reason)
+                return "paused"
+            claimed = await svc.lifecycle.claim(job_id, run_seq, ctx["worker_id"])
+            if claimed is None:
+                return "stale"
+            return await Run(svc, backend, claimed).execute()
 
 
-async def _no_backend(svc: Services, job: Row) -> str:
-    # routed to a backend this worker does not run (FLOW_BACKEND_ENABLED differs between the
-    # web and the worker): fail loudly and retryably rather than bouncing it around the queue
-    claimed = await svc.db.claim_job(job["id"], job["run_seq"], "none")
-    if claimed is None:
-        return "stale"
-    err = GenerationFailed(f"no worker runs the {job['backend']} backend (is "
-                           "FLOW_BACKEND_ENABLED set the same on web and worker?)",
-                           code="backend_unavailable", retryable=True)
-    return await _finish(svc, claimed, "failed", err.as_dict())
+class Run:
+    """One claimed run of a job."""
 
+    def __init__(self, svc: Services, backend: Backend, job: Job) -> None:
+        self.svc = svc
+        self.backend = backend
+        self.job = job
 
-async def _execute(svc: Services, backend: Backend, job: Row) -> str:
-    job_id, run_seq = job["id"], job["run_seq"]
-    work = asyncio.create_task(_run_clips(svc, backend, job), name=f"clips:{job_id}")
-    lost = asyncio.Event()
+    async def execute(self) -> str:
+        life, job = self.svc.lifecycle, self.job
+        work = asyncio.create_task(self._work(), name=f"work:{job.id}")
+        lost = asyncio.Event()
+        beater = asyncio.create_task(self._beat(work, lost), name=f"beat:{job.id}")
+        try:
+            try:
+                await asyncio.shield(work)
+            except asyncio.CancelledError:
+                if lost.is_set():
+                    raise _Lost() from None
+                # the worker itself is stopping: hand the run back before going
+                work.cancel()
+                with contextlib.suppress(BaseException):
+                    await work
+                await asyncio.shield(life.requeue(job, None, reason="shutdown"))
+                raise
+            await life.finish(job, "succeeded")
+            return "succeeded"
+        except (_Lost, RunLost):
+            log.info("job.released", job_id=job.id, backend=job.backend)
+            return "released"
+        except VeoError as exc:
+            return await life.handle_error(job, exc)
+        except Exception as exc:
+            log.exception("job.crashed", job_id=job.id, backend=job.backend)
+            return await life.handle_error(job, exc)
+        finally:
+            beater.cancel()
+            with contextlib.suppress(BaseException):
+                await beater
 
-    async def beat() -> None:
+    async def _beat(self, work: asyncio.Task[None], lost: asyncio.Event) -> None:
+        db, job = self.svc.db, self.job
         while not work.done():
-            await asyncio.sleep(svc.settings.heartbeat_seconds)
-            if not await svc.db.heartbeat(job_id, run_seq):
+            await asyncio.sleep(self.svc.settings.heartbeat_seconds)
+            try:
+                mine = await db.heartbeat(job.id, job.run_seq)
+            except Exception as exc:
+                # a blip is not a loss: the reconciler waits stale_after_seconds before it acts
+                log.warning("job.heartbeat_failed", job_id=job.id, error=type(exc).__name__)
+                continue
+            if not mine:
                 lost.set()
                 work.cancel()
                 return
 
-    beater = asyncio.create_task(beat(), name=f"beat:{job_id}")
-    try:
+    async def _work(self) -> None:
+        db, job = self.svc.db, self.job
+        clips = await db.clips_of_job(job.id)
+        progress_of = {c.idx: (100 if c.status == "succeeded" else c.progress) for c in clips}
+        todo = [c for c in clips if c.status != "succeeded"]
+        if job.continuity == "chain":
+            for clip in todo:
+                chained = None
+                if clip.idx > 0:
+                    chained = await film.chain_frame(db, self.svc.storage, job, clip.idx - 1)
+                await self._clip(clip, len(clips), progress_of, chained)
+        else:
+            await self._concurrently(todo, len(clips), progress_of)
+        final = await db.get_final(job.id)
+        if final is not None and final.status != "succeeded":
+            await film.build_final(db, self.svc.storage, self.svc.redis, job)
+
+    async def _concurrently(self, todo: list[Clip], total: int,
+                            progress_of: dict[int, int]) -> None:
+        gate = asyncio.Semaphore(max(1, self.backend.clip_concurrency))
+
+        async def one(clip: Clip) -> None:
+            async with gate:
+                await self._clip(clip, total, progress_of, None)
+
+        tasks = [asyncio.create_task(one(c)) for c in todo]
         try:
-            await asyncio.shield(work)
+            # the first failure decides the job; siblings stop so no work is paid for in vain
+            _done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for t in pending:
+                t.cancel()
+            for t in pending:
+                with contextlib.suppress(BaseException):
+                    await t
+            for t in tasks:
+                if t.done() and not t.cancelled() and (exc := t.exception()) is not None:
+                    raise exc
         except asyncio.CancelledError:
-            if lost.is_set():
-                raise _Lost() from None
-            # the worker itself is stopping: hand the job back before going
-            work.cancel()
-            with contextlib.suppress(BaseException):
-                await work
-            await asyncio.shield(_requeue(svc, job, None, reason="shutdown"))
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             raise
-        return await _finish(svc, job, "succeeded", None)
-    except _Lost:
-        log.info("job.released", job_id=job_id, backend=job["backend"])
-        return "released"
-    except LoginRequired as exc:
-        return await _pause_flow(svc, job, exc)
-    except AllKeysCooling as exc:
-        until = datetime.fromtimestamp(exc.until, UTC) if exc.until else None
-        if await svc.db.pause_job(job_id, run_seq, "api_keys_exhausted", until) is not None:
-            log.info("job.paused", job_id=job_id, backend="api", reason="api_keys_exhausted",
-                     resume_at=until.isoformat() if until else None)
-            await lifecycle.publish(svc, job_id, "paused")
-            await _alert_exhausted(svc, job)
-        return "paused"
-    except NoUsableKey as exc:
-        return await _finish(svc, job, "failed", exc.as_dict())
-    except VeoError as exc:
-        if exc.retryable and job["attempts"] < svc.settings.max_attempts:
-            await _requeue(svc, job, exc.as_dict(), reason=exc.code)
-            return "retrying"
-        return await _finish(svc, job, "failed", exc.as_dict())
-    except Exception as exc:
-        log.exception("job.crashed", job_id=job_id, backend=job["backend"])
-        err = GenerationFailed(f"internal error: {type(exc).__name__}", code="internal",
-                               retryable=True)
-        if job["attempts"] < svc.settings.max_attempts:
-            await _requeue(svc, job, err.as_dict(), reason="internal")
-            return "retrying"
-        return await _finish(svc, job, "failed", err.as_dict())
-    finally:
-        beater.cancel()
-        with contextlib.suppress(BaseException):
-            await beater
 
+    async def _clip(self, clip: Clip, total: int, progress_of: dict[int, int],
+                    chained: Frame | None) -> None:
+        db, job = self.svc.db, self.job
+        if not await db.start_clip(job.id, job.run_seq, clip.idx):
+            raise RunLost(job.id)
+        run = ClipRun(db=db, storage=self.svc.storage, redis=self.svc.redis, job=job,
+                      clip=clip, clips_total=total, progress_of=progress_of,
+                      chained_frame=chained)
+        try:
+            await self.backend.run_clip(run)
+            await run.finish_redo()
+        except GenerationFailed as exc:
+            final = not exc.retryable
+            await db.set_clip(job.id, job.run_seq, clip.idx, "failed" if final else "queued",
+                              error_info(exc) if final else None,
+                              progress_of.get(clip.idx, 0))
+            if final:
+                count_clip(job.backend, "failed")
+            raise
+        except BaseException:
+            await asyncio.shield(db.set_clip(job.id, job.run_seq, clip.idx, "queued", None,
+                                             progress_of.get(clip.idx, 0)))
+            raise
+        progress_of[clip.idx] = 100
+        if not await db.set_clip(job.id, job.run_seq, clip.idx, "succeeded", None, 100):
+            raise RunLost(job.id)
+        count_clip(job.backend, "succeeded")
 
-async def _run_clips(svc: Services, backend: Backend, job: Row) -> None:
-    clips = await svc.db.clips_of_job(job["id"])
-    progress_of = {c["idx"]: (100 if c["status"] == "succeeded" else c["progress"])
-                   for c in clips}
-    todo = [c for c in clips if c["status"] != "succeeded"]
-    gate = asyncio.Semaphore(max(1, backend.clip_concurrency))
-
-    async def mark(clip: Row, status: str, error: dict[str, Any] | None, progress: int) -> None:
-        await svc.db.set_clip(job["id"], job["run_seq"], clip["idx"], status, error, progress)
-
-    async def one(clip: Row) -> None:
-        async with gate:
-            await mark(clip, "running", None, clip["progress"])
-            run = ClipRun(svc=svc, job=job, clip=clip, clips_total=len(clips),
-                          progress_of=progress_of)
-            try:
-                await backend.run_clip(run)
-            except GenerationFailed as exc:
-                final = not exc.retryable
-                await mark(clip, "failed" if final else "queued", exc.as_dict() if final else None,
-                           run.progress_of.get(clip["idx"], 0))
-                raise
-            except BaseException:
-                await asyncio.shield(mark(clip, "queued", None,
-                                          run.progress_of.get(clip["idx"], 0)))
-                raise
-            progress_of[clip["idx"]] = 100
-            await mark(clip, "succeeded", None, 100)
-
-    tasks = [asyncio.create_task(one(c)) for c in todo]
-    try:
-        # the first failure decides the job; siblings stop so no work is paid for in vain
-        _done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        for t in pending:
-            t.cancel()
-        for t in pending:
-            with contextlib.suppress(BaseException):
-                await t
-        for t in tasks:
-            if t.done() and not t.cancelled() and t.exception() is not None:
-                raise t.exception()  # type: ignore[misc]
-    except asyncio.CancelledError:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
-
-
-async def _finish(svc: Services, job: Row, status: str, error: dict[str, Any] | None) -> str:
-    row = await svc.db.finish_job(job["id"], job["run_seq"], status, error)
-    if row is None:
-        return "stale"
-    event = "job.succeeded" if status == "succeeded" else "job.failed"
-    fields: dict[str, Any] = {"job_id": job["id"], "backend": job["backend"],
-                              "attempt": job["attempts"]}
-    if error:
-        fields.update(code=error.get("code"), error=error.get("message"))
-    (log.info if status == "succeeded" else log.warning)(event, **fields)
-    await lifecycle.publish(svc, job["id"], status, row["progress"])
-    await lifecycle.notify_terminal(svc, row)
-    return status
-
-
-async def _requeue(svc: Services, job: Row, error: dict[str, Any] | None, *, reason: str) -> None:
-    row = await svc.db.requeue_running(job["id"], job["run_seq"], error)
-    if row is None:
-        return
-    defer = None
-    if reason != "shutdown":
-        defer = RETRY_BACKOFF[min(job["attempts"], len(RETRY_BACKOFF)) - 1]
-    await lifecycle.enqueue(svc, row, defer=defer)
-    log.info("job.requeued", job_id=job["id"], backend=job["backend"], reason=reason,
-             defer=defer)
-    await lifecycle.publish(svc, job["id"], "queued")
-
-
-async def _pause_flow(svc: Services, job: Row, exc: LoginRequired) -> str:
-    account = job.get("flow_account") or svc.settings.flow_account
-    await alerts.flow_login_required(svc, account, job_id=job["id"], detail=exc.message)
-    if await svc.db.pause_job(job["id"], job["run_seq"], "flow_needs_auth") is not None:
-        log.info("job.paused", job_id=job["id"], backend="flow", account=account,
-                 reason="flow_needs_auth")
-        await lifecycle.publish(svc, job["id"], "paused")
-    for other in await svc.db.pause_queued_flow(account):
-        log.info("job.paused", job_id=other, backend="flow", account=account,
-                 reason="flow_needs_auth")
-        await lifecycle.publish(svc, other, "paused")
-    return "paused"
-
-
-async def _alert_exhausted(svc: Services, job: Row) -> None:
-    await alerts.send_once(svc, "api_keys_exhausted", job["user_id"], {
-        "kind": "api_keys_exhausted", "job_id": job["id"],
-        "message": "every usable Gemini key is cooling down; API jobs are paused"})
