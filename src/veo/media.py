@@ -11,7 +11,7 @@ The final video (:func:`build_final`) has two paths:
 - fast: ``cut`` transitions, no trims, and every clip with the same codecs and parameters. The
   concat demuxer copies the video stream; the audio is decoded and re-encoded, because AAC
   packets copied across a seam carry each clip's encoder priming (non-monotonic timestamps and a
-  click at every cut), while re-encoding 400 s of audio costs about a second.
+  click at every cut); encoding 400 s of audio takes about 5 s of one core.
 - re-encode: everything else. Each clip body and each crossfade is encoded by its own ffmpeg run
   into a piece (H.264 + PCM, normalised to the first clip's frame size and rate), and the pieces
   are joined by the concat demuxer with the video copied. No run has more than two inputs open,
@@ -47,13 +47,14 @@ from veo.errors import VeoError
 T = TypeVar("T")
 Source = Path | str  # a local file, or an http(s) URL such as a presigned S3 URL
 
-# ffmpeg is CPU-bound and x264 already uses every core: more processes than cores at once would
-# only add memory (each one is 40-200 MB resident, depending on the frame size)
-MEDIA_CONCURRENCY = max(1, os.cpu_count() or 1)
+# ffmpeg runs at once in this process. x264 and the H.264 decoder already spread over the cores:
+# on 2 cores a second concurrent run made a 50-clip re-encode only 8% faster and doubled the
+# memory it took (+25 MB per run at 320x180, far more at 1080p)
+MEDIA_CONCURRENCY = max(1, (os.cpu_count() or 2) // 2)
 
 # Timeouts, in seconds. Reading a header or one frame is quick even over a slow link to the
-# bucket; encoding scales with the media's length, and x264 "veryfast" runs well above real time
-# up to 1080p on two cores, so 20 s per second of media only catches a wedged process.
+# bucket; encoding scales with the media's length: x264 "veryfast" on two cores needs 0.4 s per
+# second of 1080p and 2.7 s per second of 4K, so 20 s per second only catches a wedged process.
 PROBE_TIMEOUT = 60.0
 FRAME_TIMEOUT = 120.0
 ENCODE_TIMEOUT_BASE = 120.0
@@ -472,7 +473,7 @@ def _concat_list(entries: Sequence[tuple[Source, Fraction | None]]) -> str:
         path = str(source) if _is_url(source) else str(Path(source).absolute())
         lines.append("file '" + path.replace("'", "'\\''") + "'")
         # with ``inpoint 0`` (and -copyts at the join) each clip keeps its own timestamps; by
-        # default the demuxer shifts every clip by its AAC priming (-21 ms), delaying the
+        # default the demuxer shifts every clip by its AAC priming (21-23 ms), delaying the
         # picture and overlapping audio packets at each seam
         lines.append("inpoint 0")
         if duration is not None:

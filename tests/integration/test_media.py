@@ -4,6 +4,7 @@ colour and a tone derived from its identity), so a film can be checked clip by c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import functools
 import http.server
@@ -92,8 +93,9 @@ async def max_volume(path: Path, start: float, length: float) -> float:
     return float(re.findall(r"max_volume: (-?[\d.]+|-inf) dB", err)[-1])
 
 
-def ffmpeg_children() -> list[int]:
-    """Our child processes that are ffmpeg, zombies included (a zombie was never reaped)."""
+def ffmpeg_children(doing: str = "") -> list[int]:
+    """Our child processes that are ffmpeg (zombies included: a zombie was never reaped) and
+    have ``doing`` in their command line."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -105,6 +107,9 @@ def ffmpeg_children() -> list[int]:
         comm = stat[stat.index("(") + 1:stat.rindex(")")]
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
         if ppid == os.getpid() and comm.startswith("ffmpeg"):
+            with contextlib.suppress(OSError):
+                if doing.encode() not in (entry / "cmdline").read_bytes():
+                    continue
             found.append(int(entry.name))
     return found
 
@@ -135,8 +140,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 async def clips(workdir: Path) -> dict[str, Path]:
-    """Three 2 s 16:9 clips a, b, c; a 9:16 one; a silent copy of c; a corrupt and a truncated
-    file; and an audio-only file."""
+    """Three 2 s 16:9 clips a, b, c; a 9:16 one; c at 30 fps; a silent copy of c; a corrupt and
+    a truncated file; and an audio-only file."""
     out: dict[str, Path] = {}
     for name, ratio in (("a", "16:9"), ("b", "16:9"), ("c", "16:9"), ("tall", "9:16")):
         data = await mp4.render(ident(name), duration=2.0, aspect_ratio=ratio)
@@ -145,6 +150,10 @@ async def clips(workdir: Path) -> dict[str, Path]:
     out["silent"] = workdir / "silent.mp4"
     rc, _, err = await ff("-i", str(out["c"]), "-map", "0:v", "-c", "copy", "-y",
                           str(out["silent"]))
+    assert rc == 0, err
+    out["c30"] = workdir / "c30.mp4"  # c again, at 30 fps
+    rc, _, err = await ff("-i", str(out["c"]), "-r", "30", "-c:v", "libx264", "-preset",
+                          "ultrafast", "-c:a", "copy", "-y", str(out["c30"]))
     assert rc == 0, err
     out["junk"] = workdir / "junk.mp4"
     out["junk"].write_bytes(os.urandom(4096))
@@ -288,7 +297,8 @@ async def test_fast_path_copies_and_keeps_order(clips: dict[str, Path], workdir:
 async def test_mismatched_clip_is_fitted_into_the_first_clips_frame(
         clips: dict[str, Path], workdir: Path) -> None:
     out = workdir / "mixed.mp4"
-    res = await media.build_final(segs(clips["a"], clips["tall"], clips["c"]),
+    assert (await media.probe(clips["c30"])).video.fps == 30.0
+    res = await media.build_final(segs(clips["a"], clips["tall"], clips["c30"]),
                                   media.FinalOptions(), out)
     assert not res.fast_path
     p = await media.probe(out)
@@ -297,7 +307,8 @@ async def test_mismatched_clip_is_fitted_into_the_first_clips_frame(
     assert abs(res.duration - 6.0) < 0.03
     assert await frame_count(out) == 3 * 48
     await assert_in_order(out, ["a", "tall", "c"], [1.0, 3.0, 5.0])
-    # the 9:16 clip is scaled to fit the height and padded with black at the sides
+    # the 9:16 clip is scaled to fit the height and padded with black at the sides; the 30 fps
+    # one is resampled to 24 fps (2 s, 48 frames)
     tall_frame = await frame_at(out, 3.0)
     assert near(tall_frame.getpixel((5, 90)), (0, 0, 0), 12)  # type: ignore[arg-type]
     assert near(tall_frame.getpixel((160, 5)), colour("tall"))  # type: ignore[arg-type]
@@ -477,11 +488,12 @@ async def test_cancel_and_timeout_leave_no_ffmpeg_behind(
     long.write_bytes(await mp4.render(ident("long"), duration=30.0))
     task = asyncio.create_task(media.build_final(
         segs(long, long), media.FinalOptions(transition="crossfade"), workdir / "never.mp4"))
-    for _ in range(500):
-        if ffmpeg_children():
+    for _ in range(1000):  # cancel in the middle of an encode, the longest kind of run
+        if ffmpeg_children("libx264"):
             break
         await asyncio.sleep(0.01)
-    assert ffmpeg_children(), "the build never started ffmpeg"
+    else:
+        pytest.fail(f"the build never started encoding: {task}")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
