@@ -497,7 +497,8 @@ async def _loudnorm_filter(listing: Path, seconds: float, rate: int) -> str | No
                       "-map", "0:a:0", "-af", f"loudnorm={_LOUDNORM}:print_format=json",
                       "-f", "null", "-"], limit=_encode_timeout(seconds) / 4,
                      what="loudness analysis")
-    _check(ran, "loudness analysis", None)
+    if ran.rc != 0:  # not _check: at this log level the stream summary holds free text
+        raise _failure("loudness analysis", None, ran.err)
     m = re.search(r"\{[^{}]*\"input_i\"[^{}]*\}", ran.err)
     if m is None:
         raise MediaError("loudness analysis printed no measurement")
@@ -666,7 +667,7 @@ async def build_final(segments: Sequence[Segment], options: FinalOptions,
         options.trim_start_frames or options.trim_end_frames
     fast = options.transition == "cut" and not trimmed and same_parameters(probes)
     seconds = sum(p.duration for p in probes)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(out.parent.mkdir, parents=True, exist_ok=True)
     async with _workdir(out.parent) as tmp:
         built = tmp / "final.mp4"
         if fast:
