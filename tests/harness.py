@@ -231,3 +231,21 @@ async def spawn_worker(env: dict[str, str], log: Path,
     fh = log.open("ab")
     return await asyncio.create_subprocess_exec(
         arq, settings_class, env={**os.environ, **env}, stdout=fh, stderr=fh)
+
+
+async def colour_at(path: str | Path, t: float) -> tuple[int, int, int]:
+    """The mean colour of the frame at ``t`` seconds (the fakes' videos are solid colours)."""
+    from veo.sandbox import mp4
+
+    proc = await asyncio.create_subprocess_exec(
+        mp4.ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-ss", f"{t:.3f}", "-i",
+        str(path), "-frames:v", "1", "-vf", "scale=1:1:flags=area", "-f", "rawvideo",
+        "-pix_fmt", "rgb24", "-", stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    assert proc.returncode == 0 and len(out) == 3, err.decode()
+    return out[0], out[1], out[2]
+
+
+def near(a: tuple[int, int, int], b: tuple[int, int, int], tol: int = 12) -> bool:
+    return all(abs(x - y) <= tol for x, y in zip(a, b, strict=True))

@@ -172,6 +172,8 @@ class KeyPool:
                 raise AllKeysCooling("every usable Gemini key is cooling down or spent",
                                      until=next_free.timestamp() if next_free else None)
             await asyncio.sleep(delay + 0.01)
+            # keys tried in this round were skipped only so as not to retry them at once
+            exclude = frozenset()
 
     async def lease_of(self, key_id: str | None) -> Lease | None:
         """The key that created a generation, for polling it (resources are per project);

@@ -14,12 +14,14 @@ from veo.sandbox.gemini import FakeGemini
 
 @pytest.fixture
 async def harness(pg_dsn: str, redis_url: str, redis, tmp_path: Path,  # type: ignore[no-untyped-def]
-                  fake_gemini: FakeGemini) -> AsyncIterator[Harness]:
-    env = make_env(pg_dsn, redis_url, str(tmp_path / "store"), GEMINI_BASE_URL=fake_gemini.url)
+                  fake_gemini: FakeGemini,
+                  request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
+    """The whole service on the API backend; ``indirect`` parametrization adds settings."""
+    extra = getattr(request, "param", {})
+    env = make_env(pg_dsn, redis_url, str(tmp_path / "store"), GEMINI_BASE_URL=fake_gemini.url,
+                   **extra)
     async with running(env) as h:
         yield h
-
-
 
 
 def flow_env(h_env: dict[str, str], fake: FakeFlow, **extra: str) -> dict[str, str]:

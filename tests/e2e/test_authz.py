@@ -22,8 +22,12 @@ async def test_authz_matrix(harness: Harness) -> None:
         "clips": [{"prompt": "p", "first_frame": frame["id"]}]})).json()
     # give the job an output so the output route can be exercised
     await h.svc.storage.put_bytes(f"outputs/{job['id']}/0-0.mp4", b"mp4", "video/mp4")
-    out = await h.svc.db.upsert_output(job["id"], 0, 0, f"outputs/{job['id']}/0-0.mp4", 3,
-                                       "0" * 64)
+    await h.svc.storage.put_bytes(f"outputs/{job['id']}/0-0.jpg", b"jpg", "image/jpeg")
+    out = {"id": "out_" + "0" * 24}
+    await h.svc.db.pool.execute(
+        "INSERT INTO outputs (id, job_id, clip, variant, object_key, size, sha256, poster_key)"
+        " VALUES ($1, $2, 0, 0, $3, 3, $4, $5)", out["id"], job["id"],
+        f"outputs/{job['id']}/0-0.mp4", "0" * 64, f"outputs/{job['id']}/0-0.jpg")
     jid = job["id"]
 
     def expect(anon: int, owner_: int, other: int, admin: int) -> dict[str, int]:
@@ -37,6 +41,7 @@ async def test_authz_matrix(harness: Harness) -> None:
         ("GET", "/api/flow/queue/status", {}, public),
         ("GET", "/metrics", {}, public),
         ("GET", "/api/openapi.json", {}, public),
+        ("GET", "/api/models", {}, public),
         ("GET", "/api/me", {}, expect(401, 200, 200, 200)),
         ("GET", "/api/keys", {}, expect(401, 200, 200, 200)),
         ("GET", "/api/jobs", {}, expect(401, 200, 200, 200)),
@@ -44,6 +49,11 @@ async def test_authz_matrix(harness: Harness) -> None:
          expect(401, 201, 201, 201)),
         ("GET", f"/api/jobs/{jid}", {}, own),
         ("GET", f"/api/jobs/{jid}/outputs/{out['id']}", {}, own),
+        ("GET", f"/api/jobs/{jid}/outputs/{out['id']}/poster", {}, own),
+        ("POST", f"/api/jobs/{jid}/clips/0/select", {"json": {"variant": 0}}, own),
+        ("GET", f"/api/jobs/{jid}/final", {}, expect(401, 404, 404, 404)),
+        ("POST", f"/api/jobs/{jid}/final", {"json": {}}, expect(401, 409, 404, 404)),
+        ("POST", f"/api/jobs/{jid}/clips/0/redo", {"json": {}}, expect(401, 409, 404, 404)),
         ("POST", f"/api/jobs/{jid}/retry", {}, expect(401, 409, 404, 404)),
         ("POST", f"/api/jobs/{jid}/cancel", {}, own),
         ("GET", f"/api/jobs/{jid}/events", {}, own),  # ends at once: the job is canceled
@@ -51,6 +61,7 @@ async def test_authz_matrix(harness: Harness) -> None:
         ("GET", "/api/admin/flow/auth", {}, admin_only),
         ("POST", "/api/admin/flow/queue/retry-failed", {}, admin_only),
         ("POST", "/api/admin/users", {"json": {"name": "new"}}, expect(401, 403, 403, 201)),
+        ("POST", f"/api/admin/users/{owner.id}/tokens", {}, expect(401, 403, 403, 201)),
         ("POST", "/api/admin/flow/auth", {"json": {"cookies": [], "origins": []}},
          expect(401, 403, 403, 201)),
         ("DELETE", f"/api/jobs/{jid}", {}, expect(401, 204, 404, 404)),

@@ -41,7 +41,8 @@ async def test_presigned_redirect_and_delete(pg_dsn: str, redis_url: str, redis,
             "SELECT count(*) FROM outputs WHERE object_key LIKE '%X-Amz%'")
         assert stored == 0
         assert [o.key for o in await h.svc.storage.list(f"outputs/{job_id}/")] == \
-            [f"outputs/{job_id}/0-0.mp4"]
+            [f"outputs/{job_id}/0-0.jpg", f"outputs/{job_id}/0-0.mp4"]
+        assert await h.svc.storage.list(f"staging/{job_id}/") == []  # promoted, not copied
         assert (await h.http.delete(f"/api/jobs/{job_id}", headers=h.auth(token))).status_code \
             == 204
         assert await h.svc.storage.list(f"outputs/{job_id}/") == []

@@ -12,8 +12,10 @@ def test_defaults_match_spec() -> None:
     assert s.database_url == "postgresql://localhost/veo"
     assert s.redis_url == "redis://localhost:6379/0"
     assert s.storage_backend == "local" and s.storage_dir == "./data"
-    assert s.default_model == "veo-3.1-fast-generate-preview"
-    assert s.flow_enabled and s.flow_headless and s.flow_max_concurrent == 1
+    assert s.default_model == "gemini-omni-1.1-flash" and s.models_file is None
+    # real Flow refuses headless browsers: headed (under Xvfb) is the default
+    assert s.flow_enabled and not s.flow_headless and s.flow_max_concurrent == 1
+    assert s.flow_base_url == "https://flow.google.com/" and s.flow_canary_minutes == 60
     assert s.flow_storage_state_key == "flow/auth/default/storage_state.json"
     assert s.flow_job_timeout == 600 and (s.host, s.port) == ("127.0.0.1", 8000)
     assert s.log_format == "json" and s.s3_region == "auto"
@@ -36,7 +38,7 @@ def test_sandbox_generates_and_shares_a_secret(tmp_path) -> None:  # type: ignor
     assert config.load(env).secret_key == s.secret_key  # the worker gets the same one
     assert (tmp_path / ".sandbox-secret").stat().st_mode & 0o777 == 0o600
     assert s.gemini_base_url == "http://127.0.0.1:9101"
-    assert s.flow_base_url == "http://127.0.0.1:9102/fx/tools/flow"
+    assert s.flow_base_url == "http://127.0.0.1:9102/"
 
 
 def test_keyvalue_url_alias_and_precedence() -> None:

@@ -12,7 +12,8 @@ _BODY_TYPES: list[Any] = [
     wire.JobRequest, wire.JobOut, wire.JobList, wire.UploadOut, wire.KeyIn,
     wire.KeyOut, wire.KeyList, wire.UserIn, wire.UserOut, wire.Me,
     wire.Health, wire.QueueStatus, wire.FlowAuthStatus, wire.RetryFailed,
-    wire.ErrorBody,
+    wire.ErrorBody, wire.SelectIn, wire.RedoIn, wire.FinalSpec, wire.ModelList, wire.TokenOut,
+    wire.Revoked,
 ]
 
 
@@ -25,7 +26,7 @@ def _json(t: Any, desc: str = "OK") -> dict[str, Any]:
 
 
 _ERR = {code: _json(wire.ErrorBody, "Error") for code in ("400", "401", "403", "404", "409",
-                                                              "413", "415", "422")}
+                                                           "413", "415", "422", "429")}
 _AUTH: list[dict[str, list[str]]] = [{"bearer": []}]
 
 
@@ -45,6 +46,22 @@ def _op(summary: str, responses: dict[str, Any], *, body: Any = None, auth: bool
 
 def _path_param(name: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _index() -> dict[str, Any]:
+    return {"name": "index", "in": "path", "required": True,
+            "schema": {"type": "integer", "minimum": 0, "maximum": 49}}
+
+
+_VIDEO: dict[str, Any] = {
+    "200": {"description": "video/mp4 (local storage; Range supported)",
+            "content": {"video/mp4": {"schema": {"type": "string", "format": "binary"}}}},
+    "206": {"description": "Partial content"},
+    "302": {"description": "Redirect to a short-lived presigned URL (S3)"}}
+_IMAGE: dict[str, Any] = {
+    "200": {"description": "image/jpeg",
+            "content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}},
+    "302": {"description": "Redirect to a short-lived presigned URL (S3)"}}
 
 
 def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -100,6 +117,34 @@ def document() -> dict[str, Any]:
                        errors=("401", "404")),
             "delete": _op("Delete a job and its stored objects", no_content, params=job,
                           errors=("401", "404", "409")),
+        },
+        "/api/models": {"get": _op("The model catalog", {"200": _json(wire.ModelList)},
+                                   auth=False, errors=())},
+        "/api/jobs/{job_id}/clips/{index}/select": {"post": _op(
+            "Pick the variant the final video uses", {"200": _json(wire.JobOut)},
+            body=_ref(wire.SelectIn), params=[*job, _index()],
+            errors=("400", "401", "404", "422"))},
+        "/api/jobs/{job_id}/clips/{index}/redo": {"post": _op(
+            "Regenerate one clip of a finished job (optionally with a new prompt)",
+            {"202": _json(wire.JobOut)}, body=_ref(wire.RedoIn), params=[*job, _index()],
+            errors=("400", "401", "404", "409", "422"))},
+        "/api/jobs/{job_id}/final": {
+            "post": _op("Build or rebuild the stitched video", {"202": _json(wire.JobOut)},
+                        body=_ref(wire.FinalSpec), params=job,
+                        errors=("400", "401", "404", "409", "422")),
+            "get": _op("The stitched video", _VIDEO, params=job, errors=("401", "404")),
+        },
+        "/api/jobs/{job_id}/final/poster": {"get": _op(
+            "A JPEG frame of the stitched video", _IMAGE, params=job, errors=("401", "404"))},
+        "/api/jobs/{job_id}/outputs/{output_id}/poster": {"get": _op(
+            "A JPEG frame of the video", _IMAGE, params=[*job, _path_param("output_id")],
+            errors=("401", "404"))},
+        "/api/admin/users/{user_id}/tokens": {
+            "post": _op("Create a fresh token for a user (shown once)",
+                        {"201": _json(wire.TokenOut)}, params=[_path_param("user_id")],
+                        errors=("401", "403", "404")),
+            "delete": _op("Revoke every token of a user", {"200": _json(wire.Revoked)},
+                          params=[_path_param("user_id")], errors=("401", "403", "404")),
         },
         "/api/jobs/{job_id}/events": {"get": _op(
             "Server-Sent Events of the job's changes",

@@ -144,6 +144,8 @@ class Run:
 
     async def _concurrently(self, todo: list[Clip], total: int,
                             progress_of: dict[int, int]) -> None:
+        if not todo:  # every clip is done (a final rebuild, or a rerun after the clips)
+            return
         gate = asyncio.Semaphore(max(1, self.backend.clip_concurrency))
 
         async def one(clip: Clip) -> None:
