@@ -1,4 +1,4 @@
-"""Settings parsed once from the environment (SPEC §2).
+"""Settings parsed once from the environment (the variables are listed in README.md).
 
 Nothing else in the package reads ``os.environ``: processes call :func:`load` at startup and pass
 the frozen :class:`Settings` to whatever needs it.
@@ -104,12 +104,12 @@ class Settings:
     log_format: str = "json"
     host: str = "127.0.0.1"
     port: int = 8000
-    # Operational knobs SPEC §2 leaves open; named so operators can find them.
+    # Operational knobs beyond the documented variables; named so operators can find them.
     api_job_timeout: float = 1800.0  # seconds one API clip may take, polling included
     heartbeat_seconds: float = 2.0  # how often a running job proves its worker is alive
     stale_after_seconds: float = 30.0  # a running job silent this long is orphaned
     reconcile_seconds: float = 10.0  # reconciler period
-    poll_seconds: float = 10.0  # Veo operation poll interval (research §5: ~10 s)
+    poll_seconds: float = 10.0  # longest wait between polls of a remote generation
     upload_max_bytes: int = 20 * 1024 * 1024
     webhook_allow_private: bool = False
     flow_recycle_jobs: int = 50  # recycle the browser context after this many jobs

@@ -1,7 +1,7 @@
 """The Flow login (a Playwright storage state) kept encrypted in object storage.
 
 Shared by the admin API, ``veo-auth`` and the worker. A plaintext JSON file written straight
-into the bucket (as the seed guide tells operators to do) is accepted and re-written encrypted.
+into the bucket (as operators used to do by hand) is accepted and re-written encrypted.
 """
 
 from __future__ import annotations

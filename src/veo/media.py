@@ -386,7 +386,8 @@ async def _read(path: Path) -> bytes | None:
 
 
 @contextlib.asynccontextmanager
-async def _workdir(parent: Path | None = None) -> AsyncIterator[Path]:
+async def workdir(parent: Path | None = None) -> AsyncIterator[Path]:
+    """A temporary directory made and removed off the event loop."""
     path = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="veo-media-", dir=parent))
     try:
         yield path
@@ -397,7 +398,7 @@ async def _workdir(parent: Path | None = None) -> AsyncIterator[Path]:
 async def last_frame(source: Source) -> bytes:
     """PNG of the video's very last frame (in presentation order), the first frame of the clip
     that continues it."""
-    async with _workdir() as tmp:
+    async with workdir() as tmp:
         out = tmp / "last.png"
         # decode only the end: ffmpeg seeks to the keyframe before (end - window) and writes
         # every frame after it over the same file, so the file ends as the last frame. The
@@ -423,7 +424,7 @@ async def poster(source: Source, *, at: float | None = None, width: int | None =
     last = max(0.0, info.duration - 1 / max(info.video.fps, 1.0))
     t = min(1.0, info.duration / 2) if at is None else min(max(0.0, at), last)
     scale = ["-vf", f"scale={int(width)}:-2"] if width else []
-    async with _workdir() as tmp:
+    async with workdir() as tmp:
         out = tmp / "poster.jpg"
         for when in (t, 0.0):
             ran = await _run(["-v", "error", "-xerror", *_input(source, "-ss", f"{when:.3f}"),
@@ -668,7 +669,7 @@ async def build_final(segments: Sequence[Segment], options: FinalOptions,
     fast = options.transition == "cut" and not trimmed and same_parameters(probes)
     seconds = sum(p.duration for p in probes)
     await asyncio.to_thread(out.parent.mkdir, parents=True, exist_ok=True)
-    async with _workdir(out.parent) as tmp:
+    async with workdir(out.parent) as tmp:
         built = tmp / "final.mp4"
         if fast:
             listing = tmp / "list.txt"

@@ -20,7 +20,7 @@ async def test_concurrent_migrations_apply_once() -> None:
         assert await dbmod.migrate(pools[0]) == []  # idempotent
         versions = await pools[0].fetch("SELECT version FROM schema_migrations")
         assert len(versions) == len(applied[0])
-        # statuses outside SPEC §3 are refused by the schema itself
+        # statuses the API cannot describe are refused by the schema itself
         await pools[0].execute("INSERT INTO users (id, name, token_hash) VALUES ('u', 'n', 'h')")
         try:
             await pools[0].execute(

@@ -1,5 +1,6 @@
-"""Offline fakes of Google's services (SPEC §8): a Gemini API that speaks the real wire
-protocol, and a Flow site that behaves like the real UI where the automation depends on it."""
+"""Offline fakes of Google's services, used by the tests, the benchmarks and `veo demo`: a
+Gemini API that speaks the real wire protocol, and a Flow site that behaves like the real UI
+where the automation depends on it."""
 
 from typing import Any
 

@@ -313,7 +313,7 @@ async def events(request: Request) -> Response:
                 while not notices.empty():
                     notices.get_nowait()
 
-    return EventSourceResponse(stream(), ping=int(SSE_KEEPALIVE),
+    return EventSourceResponse(stream(), ping=int(SSE_KEEPALIVE), sep="\n",
                                headers={"Cache-Control": "no-cache",
                                         "X-Accel-Buffering": "no"})
 

@@ -8,9 +8,7 @@ building it leaves the job to the reconciler, whose next run builds it again.
 
 from __future__ import annotations
 
-import tempfile
 import time
-from pathlib import Path
 
 from redis.asyncio import Redis
 
@@ -63,8 +61,8 @@ async def build_final(db: Db, storage: Storage, redis: Redis, job: Job) -> None:
                               trim_start_frames=opts.trim_start_frames,
                               trim_end_frames=opts.trim_end_frames) for o in chosen]
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="veo-final-") as tmp:
-        out = Path(tmp) / "final.mp4"
+    async with media.workdir() as tmp:
+        out = tmp / "final.mp4"
         try:
             result = await media.build_final(segments, media.FinalOptions(
                 transition="crossfade" if opts.transition == "crossfade" else "cut",
