@@ -1,4 +1,6 @@
-"""The ``veo`` command: migrate, serve, users, flow, demo, rotate-secret."""
+"""The ``veo`` command. Operator commands (migrate, serve, users, flow, demo, rotate-secret) run
+beside the service's database; user commands (generate, jobs, batch, in ``veo.cli.user``) talk
+to a running service over HTTP and need neither a database nor ``VEO_SECRET_KEY``."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from veo import config, logs
+from veo.cli import user
 from veo.errors import ConfigError, VeoError
 
 
@@ -30,8 +33,9 @@ def _run(coro: Awaitable[int]) -> int:
 
 async def _migrate(settings: config.Settings) -> int:
     from veo import db
+    from veo.services import connect_database
 
-    pool = await db.connect(settings.database_url, max_size=2)
+    pool = await connect_database(settings, pool_size=2)
     try:
         applied = await db.migrate(pool)
     finally:
@@ -48,38 +52,45 @@ async def _users_create(settings: config.Settings, name: str, admin: bool) -> in
     token = new_token()
     async with opened(settings) as svc:
         row = await svc.db.create_user(name, admin, token_hash(token))
-    print(f"created user {row['name']} ({row['id']}){' as admin' if admin else ''}")
+    print(f"created user {row.name} ({row.id}){' as admin' if admin else ''}")
     print(f"token (shown once): {token}")
     return 0
 
 
 async def _flow_status(settings: config.Settings) -> int:
-    from veo import lifecycle
+    from veo import names
     from veo.services import opened
 
+    account = settings.flow_account
     async with opened(settings) as svc:
-        q = await svc.db.queue_status()
-        paused = await lifecycle.flow_paused(svc, settings.flow_account)
+        q = await svc.db.queue_status(account)
+        paused = await svc.lifecycle.flow_paused(account)
         head = await svc.storage.head(settings.flow_storage_state_key)
-        acct = await svc.db.flow_account(settings.flow_account) or {}
-    print(f"account:          {settings.flow_account}")
+        acct = await svc.db.flow_account(account)
+        driver = await svc.redis.get(names.flow_lease(account))
+    canary = acct.canary if acct else None
+    print(f"account:          {account}")
     print(f"login state:      {'configured' if head else 'missing'} "
           f"({settings.flow_storage_state_key})")
-    print(f"last verified:    {acct.get('last_verified_at') or 'never'}")
+    print(f"last verified:    {(acct.last_verified_at if acct else None) or 'never'}")
     print(f"paused:           {'yes (needs a new login)' if paused else 'no'}")
-    print(f"pending:          {q['pending']}")
-    print(f"processing:       {q['processing']}")
-    print(f"failed:           {q['failed']}")
-    print(f"waiting_auth:     {q['waiting_auth']}")
+    print(f"cooling until:    {(acct.cooling_until if acct else None) or '-'}")
+    print(f"driven by:        {driver.decode() if driver else 'no worker'}")
+    print("canary:           " + ("never ran" if not canary else
+                                   f"{'ok' if canary.get('ok') else 'FAILED'} at {canary.get('at')}"
+                                   + (f" (step {canary['step']})" if canary.get("step") else "")))
+    print(f"pending:          {q.pending}")
+    print(f"processing:       {q.processing}")
+    print(f"failed:           {q.failed}")
+    print(f"waiting_auth:     {q.waiting_auth}")
     return 0
 
 
 async def _flow_retry_failed(settings: config.Settings) -> int:
-    from veo import lifecycle
     from veo.services import opened
 
     async with opened(settings) as svc:
-        n = await lifecycle.retry_failed_flow(svc, settings.flow_account)
+        n = await svc.lifecycle.retry_failed_flow(settings.flow_account)
     print(f"re-queued {n} failed Flow job(s)")
     return 0
 
@@ -114,8 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--port", type=int, default=None)
     sub.add_parser("rotate-secret", help="re-encrypt stored secrets with a new VEO_SECRET_KEY "
                    "(old one in VEO_OLD_SECRET_KEY)")
+    user.add_parsers(sub)
     args = parser.parse_args(argv)
 
+    if args.cmd in user.COMMANDS:
+        return user.run(args)
     if args.cmd == "demo":
         from veo.sandbox.demo import run_demo
 
