@@ -57,11 +57,14 @@ RETURNING *, (SELECT use_id FROM reserve) AS use_id;
 SELECT pg_advisory_xact_lock(7202613);
 
 -- When the next key frees up: the first cooling key to thaw, or the first use to age out of a
--- full key's window. $2: window seconds.
+-- full key's window. A cool-down that already ended is not an answer (the key was not picked
+-- because its window is full, or the caller excluded it): counting it would make the caller
+-- wait for a moment already past, again and again. $2: window seconds.
 -- name: next_key_free
 SELECT least(
     (SELECT min(cooling_until) FROM api_keys
-     WHERE (user_id = $1 OR user_id IS NULL) AND status = 'cooling'),
+     WHERE (user_id = $1 OR user_id IS NULL) AND status = 'cooling'
+       AND cooling_until > clock_timestamp()),
     (SELECT min(oldest) FROM (
         SELECT (SELECT min(u.at) FROM api_key_uses u
                 WHERE u.key_id = k.id AND u.at > clock_timestamp() - make_interval(secs => $2::float8))
