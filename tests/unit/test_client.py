@@ -36,17 +36,35 @@ BASE = "http://veo.test"
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
+def sample(t: Any) -> Any:
+    """A value of the wire type ``t`` with every required field filled, so these tests keep
+    up with fields the server adds."""
+    return _sample(msgspec.inspect.type_info(t))
+
+
+def _sample(info: msgspec.inspect.Type) -> Any:
+    if isinstance(info, msgspec.inspect.StructType):
+        return {f.encode_name: _sample(f.type) for f in info.fields if f.required}
+    if isinstance(info, msgspec.inspect.UnionType):
+        return None if info.includes_none else _sample(info.types[0])
+    simple = {msgspec.inspect.StrType: "", msgspec.inspect.IntType: 0,
+              msgspec.inspect.FloatType: 0.0, msgspec.inspect.BoolType: False,
+              msgspec.inspect.DateTimeType: NOW.isoformat(), msgspec.inspect.ListType: [],
+              msgspec.inspect.DictType: {}}
+    for kind, value in simple.items():
+        if isinstance(info, kind):
+            return value
+    raise AssertionError(f"no sample for {info}")
+
+
 def job(job_id: str, status: str = "queued", progress: int = 0, **extra: Any) -> dict[str, Any]:
-    body = wire.JobOut(
-        id=job_id, status=status, paused_reason=None, backend="api", requested_backend="auto",
-        model="m", aspect_ratio="16:9", resolution="720p", duration_seconds=8,
-        number_of_videos=1, negative_prompt=None, person_generation=None, enhance_prompt=None,
-        webhook_url=None, progress=progress, queue_position=None, flow_needs_auth=False,
-        clips=[], outputs=[], error=None, created_at=NOW, started_at=None, finished_at=None,
-        attempts=0, urls=wire.JobUrls(get="", cancel="", events=""))
-    out: dict[str, Any] = msgspec.to_builtins(body)
-    out.update(extra)
-    return out
+    body: dict[str, Any] = sample(wire.JobOut)
+    body.update(id=job_id, status=status, progress=progress, **extra)
+    return body
+
+
+def output(**fields: Any) -> wire.OutputOut:
+    return msgspec.convert({**sample(wire.OutputOut), **fields}, wire.OutputOut)
 
 
 def error(status: int, code: str, message: str, details: Any = None,
@@ -480,8 +498,7 @@ async def test_download_follows_redirect_without_leaking_the_token(tmp_path: Pat
 
     rec = Recorder(handler)
     client, _ = aclient(rec)
-    out = wire.OutputOut(id="out_1", clip=0, variant=0, url="", size=len(VIDEO),
-                         sha256=hashlib.sha256(VIDEO).hexdigest(), content_type="video/mp4")
+    out = output(id="out_1", size=len(VIDEO), sha256=hashlib.sha256(VIDEO).hexdigest())
     async with client:
         path = await client.download_output("j", out, tmp_path / "a" / "v.mp4")
         assert path.read_bytes() == VIDEO
