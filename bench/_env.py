@@ -1,4 +1,5 @@
-"""Shared set-up for benchmarks: a throwaway database, a Redis database, local storage."""
+"""Shared set-up for benchmarks: a throwaway database, a redis-server of their own (so two runs
+on one machine never share a queue), local storage."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from collections.abc import AsyncIterator
 import asyncpg
 
 PG_ADMIN = os.environ.get("TEST_PG_ADMIN_DSN", "postgresql://127.0.0.1:5432/postgres")
-REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 SECRET = "bench-secret-key-that-is-long-enough-0123456789"
 
 
@@ -23,18 +23,17 @@ async def environment(**extra: str) -> AsyncIterator[dict[str, str]]:
     await conn.execute(f'CREATE DATABASE "{name}"')
     await conn.close()
     tmp = tempfile.mkdtemp(prefix="veo-bench-")
-    import redis.asyncio as aioredis
+    from tests.harness import RedisServer
 
-    r = aioredis.from_url(REDIS)
-    await r.flushdb()
-    env = {"DATABASE_URL": PG_ADMIN.rsplit("/", 1)[0] + "/" + name, "REDIS_URL": REDIS,
+    server = RedisServer()
+    await asyncio.to_thread(server.start)
+    env = {"DATABASE_URL": PG_ADMIN.rsplit("/", 1)[0] + "/" + name, "REDIS_URL": server.url,
            "STORAGE_DIR": tmp, "VEO_SECRET_KEY": SECRET, "FLOW_BACKEND_ENABLED": "false",
            "LOG_FORMAT": "json", **extra}
     try:
         yield env
     finally:
-        await r.flushdb()
-        await r.aclose()
+        await asyncio.to_thread(server.stop)
         conn = await asyncpg.connect(PG_ADMIN)
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await conn.close()

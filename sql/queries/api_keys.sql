@@ -87,6 +87,11 @@ UPDATE api_keys SET window_limit = CASE WHEN (SELECT n FROM used) > 0
 WHERE id = $1
 RETURNING window_limit;
 
+-- A use is dated when Google answered the create, not when the key was picked: the quota
+-- window is Google's clock, and a later date keeps ours on the safe side of it.
+-- name: date_use
+UPDATE api_key_uses SET at = clock_timestamp() WHERE id = $1;
+
 -- name: give_back_use
 DELETE FROM api_key_uses WHERE id = $1;
 

@@ -310,6 +310,9 @@ class Db:
         row = await self._one("key_refused", key_id, use_id, window)
         return None if row is None else row["window_limit"]
 
+    async def date_use(self, use_id: int) -> None:
+        await self._exec("date_use", use_id)
+
     async def give_back_use(self, use_id: int) -> None:
         await self._exec("give_back_use", use_id)
 

@@ -50,6 +50,7 @@ class KeyStore(Protocol):
     async def next_key_free(self, user_id: str, window: float) -> datetime | None: ...
     async def key_refused(self, key_id: str, use_id: int, window: float) -> int | None: ...
     async def give_back_use(self, use_id: int) -> None: ...
+    async def date_use(self, use_id: int) -> None: ...
     async def cool_key(self, key_id: str, base_seconds: float, max_seconds: float, error: str,
                        retry_after: float | None = ...) -> tuple[datetime, int] | None: ...
     async def invalidate_key(self, key_id: str, error: str) -> bool: ...
@@ -96,6 +97,7 @@ class KeyPool:
         self.box = box
         self.settings = settings
         self.window = settings.key_window_seconds
+        self._queue: dict[str, asyncio.Lock] = {}  # waiters for a key, per user
 
     async def _encrypt(self, key: str) -> str:
         return await asyncio.to_thread(self.box.encrypt, key.encode(), PURPOSE)
@@ -156,24 +158,37 @@ class KeyPool:
 
     async def acquire(self, user_id: str, exclude: frozenset[str] = frozenset()) -> Lease:
         """A key for one create call. Waits in place up to ``key_max_wait_seconds`` for a
-        window or cool-down to end; beyond that raises ``AllKeysCooling`` (pause the job)."""
-        while True:
-            picked = await self.store.pick_key(user_id, self.window, exclude)
-            if picked is not None:
-                row, use_id = picked
-                return Lease(key_id=row.id, secret=await self._decrypt(row),
-                             operator=row.user_id is None, use_id=use_id)
-            not_invalid, _, _ = await self.store.key_stats(user_id)
-            if not_invalid == 0:
-                raise NoUsableKey("no usable Gemini API key for this user")
-            next_free = await self.store.next_key_free(user_id, self.window)
-            delay = wait_for(next_free, time.time(), self.settings.key_max_wait_seconds)
-            if delay is None:
-                raise AllKeysCooling("every usable Gemini key is cooling down or spent",
-                                     until=next_free.timestamp() if next_free else None)
-            await asyncio.sleep(delay + 0.01)
-            # keys tried in this round were skipped only so as not to retry them at once
-            exclude = frozenset()
+        window or cool-down to end; beyond that raises ``AllKeysCooling`` (pause the job).
+
+        Waiters of one user queue behind one another in this process, and only the head asks
+        PostgreSQL: when a slot frees, one query takes it instead of every waiter's at once."""
+        lease = await self._pick(user_id, exclude)
+        if lease is not None:
+            return lease
+        async with self._queue.setdefault(user_id, asyncio.Lock()):
+            while True:
+                lease = await self._pick(user_id, exclude)
+                if lease is not None:
+                    return lease
+                not_invalid, _, _ = await self.store.key_stats(user_id)
+                if not_invalid == 0:
+                    raise NoUsableKey("no usable Gemini API key for this user")
+                next_free = await self.store.next_key_free(user_id, self.window)
+                delay = wait_for(next_free, time.time(), self.settings.key_max_wait_seconds)
+                if delay is None:
+                    raise AllKeysCooling("every usable Gemini key is cooling down or spent",
+                                         until=next_free.timestamp() if next_free else None)
+                await asyncio.sleep(delay + 0.01)
+                # keys tried in this round were skipped only so as not to retry them at once
+                exclude = frozenset()
+
+    async def _pick(self, user_id: str, exclude: frozenset[str]) -> Lease | None:
+        picked = await self.store.pick_key(user_id, self.window, exclude)
+        if picked is None:
+            return None
+        row, use_id = picked
+        return Lease(key_id=row.id, secret=await self._decrypt(row),
+                     operator=row.user_id is None, use_id=use_id)
 
     async def lease_of(self, key_id: str | None) -> Lease | None:
         """The key that created a generation, for polling it (resources are per project);
@@ -211,6 +226,11 @@ class KeyPool:
         """The call was never made (it failed before reaching Google): free its slot."""
         if lease.use_id is not None:
             await self.store.give_back_use(lease.use_id)
+
+    async def spent(self, lease: Lease) -> None:
+        """Google accepted a create on this key: its use counts from now."""
+        if lease.use_id is not None:
+            await self.store.date_use(lease.use_id)
 
     async def ok(self, lease: Lease) -> None:
         await self.store.key_succeeded(lease.key_id)

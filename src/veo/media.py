@@ -51,6 +51,9 @@ Source = Path | str  # a local file, or an http(s) URL such as a presigned S3 UR
 # on 2 cores a second concurrent run made a 50-clip re-encode only 8% faster and doubled the
 # memory it took (+25 MB per run at 320x180, far more at 1080p)
 MEDIA_CONCURRENCY = max(1, (os.cpu_count() or 2) // 2)
+# Reading a header or one frame is brief and mostly waiting on I/O: many may run at once, so a
+# worker storing hundreds of videos does not queue its probes and posters behind one another.
+LIGHT_CONCURRENCY = 4 * (os.cpu_count() or 2)
 
 # Timeouts, in seconds. Reading a header or one frame is quick even over a slow link to the
 # bucket; encoding scales with the media's length: x264 "veryfast" on two cores needs 0.4 s per
@@ -145,16 +148,18 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = \
+_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop,
+                                  tuple[asyncio.Semaphore, asyncio.Semaphore]] = \
     weakref.WeakKeyDictionary()
 
 
-def _gate() -> asyncio.Semaphore:
+def _gate(light: bool = False) -> asyncio.Semaphore:
     loop = asyncio.get_running_loop()
-    gate = _gates.get(loop)
-    if gate is None:
-        gate = _gates[loop] = asyncio.Semaphore(MEDIA_CONCURRENCY)
-    return gate
+    gates = _gates.get(loop)
+    if gates is None:
+        gates = _gates[loop] = (asyncio.Semaphore(MEDIA_CONCURRENCY),
+                                asyncio.Semaphore(LIGHT_CONCURRENCY))
+    return gates[1] if light else gates[0]
 
 
 async def _capture(stream: asyncio.StreamReader | None) -> str:
@@ -175,9 +180,10 @@ class _Ran(msgspec.Struct):
     err: str
 
 
-async def _run(args: Sequence[str], *, limit: float, what: str) -> _Ran:
-    """Run ffmpeg to completion within ``limit`` seconds, under the shared gate."""
-    async with _gate():
+async def _run(args: Sequence[str], *, limit: float, what: str, light: bool = False) -> _Ran:
+    """Run ffmpeg to completion within ``limit`` seconds, under the shared gate (the light one
+    for a probe or a single frame)."""
+    async with _gate(light):
         proc = await asyncio.create_subprocess_exec(
             ffmpeg_exe(), "-hide_banner", "-nostdin", *args,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
@@ -351,7 +357,7 @@ def parse_probe(text: str) -> Probe | None:
 
 async def probe(source: Source) -> Probe:
     """Duration and streams of a video, from its header (a few KB are read, even over http)."""
-    ran = await _run(_input(source), limit=PROBE_TIMEOUT, what="probe")
+    ran = await _run(_input(source), limit=PROBE_TIMEOUT, what="probe", light=True)
     try:
         found = parse_probe(ran.err)
     except MediaError as exc:
@@ -407,7 +413,8 @@ async def last_frame(source: Source) -> bytes:
             pre = ["-sseof", window] if window else []
             ran = await _run(["-v", "error", "-xerror", *_input(source, *pre), "-map", "0:v:0",
                               "-fps_mode", "passthrough", "-update", "1", "-c:v", "png",
-                              "-y", str(out)], limit=FRAME_TIMEOUT, what="last frame")
+                              "-y", str(out)], limit=FRAME_TIMEOUT, what="last frame",
+                             light=True)
             _check(ran, "last frame", source)
             data = await _read(out)
             if data:
@@ -430,7 +437,7 @@ async def poster(source: Source, *, at: float | None = None, width: int | None =
             ran = await _run(["-v", "error", "-xerror", *_input(source, "-ss", f"{when:.3f}"),
                               "-map", "0:v:0", "-frames:v", "1", *scale, "-c:v", "mjpeg",
                               "-q:v", "3", "-update", "1", "-y", str(out)],
-                             limit=FRAME_TIMEOUT, what="poster")
+                             limit=FRAME_TIMEOUT, what="poster", light=True)
             _check(ran, "poster", source)
             data = await _read(out)
             if data:

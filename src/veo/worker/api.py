@@ -166,6 +166,7 @@ class ApiBackend:
                     await self.pool.unused(lease)
                     self._retired(run, run.job.model, exc.replacement)
                     raise
+                await self.pool.spent(lease)
                 await run.save_generation(request, handle, lease.key_id, 1)
                 log.info("api.submitted", interaction=handle, key_id=lease.key_id, **run.fields)
             try:
