@@ -36,7 +36,12 @@ _SECRET_SHAPES = re.compile("|".join([
     r"(?i:(?:api_key:|[?&]key=)[^\s\"'&]+)",
 ]))
 
-_registered: set[str] = set()
+# Registered secrets are found by exact token, so redaction costs the same however many keys
+# the process has seen: the text is split into runs of token characters and each run is looked
+# up in a set. A secret with other characters in it (rare) is searched for directly.
+_TOKEN_CHARS = re.compile(r"[A-Za-z0-9_~.\-]+")
+_tokens: set[str] = set()
+_others: set[str] = set()
 _lock = threading.Lock()
 _MIN_REGISTERED_LEN = 8  # shorter strings would mask ordinary words
 
@@ -45,11 +50,23 @@ def register_secret(value: str | None) -> None:
     """Mask this exact string wherever it appears in a later log event."""
     if value and len(value) >= _MIN_REGISTERED_LEN:
         with _lock:
-            _registered.add(value)
+            (_tokens if _TOKEN_CHARS.fullmatch(value) else _others).add(value)
+
+
+def _mask_run(m: re.Match[str]) -> str:
+    run = m.group(0)
+    if run in _tokens:
+        return MASK
+    core = run.strip("._-~")  # a secret at the end of a sentence, or between dots
+    if core != run and core in _tokens:
+        return run.replace(core, MASK)
+    return run
 
 
 def redact_text(text: str) -> str:
-    for secret in tuple(_registered):
+    if _tokens:
+        text = _TOKEN_CHARS.sub(_mask_run, text)
+    for secret in tuple(_others):
         if secret in text:
             text = text.replace(secret, MASK)
     return _SECRET_SHAPES.sub(MASK, text)
