@@ -95,3 +95,8 @@ def flow_paused_flag(account: str) -> str:
 def flow_lease(account: str) -> str:
     """Held by the one worker that drives this Flow account."""
     return f"veo:flow:lease:{_part(account)}"
+
+
+def flow_canary_request(account: str) -> str:
+    """Set by `veo flow canary`; the lease holder runs the canary and clears it."""
+    return f"veo:flow:canary:{_part(account)}"

@@ -46,7 +46,6 @@ from veo.worker.lease import Lease
 log = logs.get_logger("veo.worker.flow")
 
 CANARY_PROMPT = "a calm lake at dawn"  # typed into the composer, never submitted
-CANARY_REQUEST = "veo:flow:canary:{account}"  # `veo flow canary` asks the lease holder here
 
 
 class _Gate:
@@ -351,7 +350,7 @@ class FlowHost:
 
     async def _canaries(self, backend: FlowBackend) -> None:
         every = self.settings.flow_canary_minutes * 60
-        request_key = CANARY_REQUEST.format(account=self.account)
+        request_key = names.flow_canary_request(self.account)
         next_at = time.monotonic() + every if every else None
         while True:
             asked = await self.svc.redis.getdel(request_key)
