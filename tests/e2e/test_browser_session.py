@@ -46,3 +46,28 @@ async def test_memory_growth_recycles_early(fake_flow: FakeFlow, monkeypatch) ->
         assert session.contexts == 2  # the third job's 400 MB (> 1.5 x 100) forced a recycle
     finally:
         await session.close()
+
+
+async def test_headed_without_display_runs_its_own_xvfb(fake_flow: FakeFlow,
+                                                         monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.delenv("DISPLAY", raising=False)
+    session = BrowserSession(executable=CHROMIUM, headless=False, recycle_jobs=10)
+    await session.load(fake_flow.storage_state())
+    try:
+        async with session.page() as page:
+            await page.goto(fake_flow.home)
+            # none of the tells by which automation announces itself
+            assert await page.evaluate("navigator.webdriver") is False
+            assert "HeadlessChrome" not in await page.evaluate("navigator.userAgent")
+        display = session.display
+        assert display is not None and display.running and display.display
+        first = display.display
+        browser = session._browser
+        assert browser is not None
+        await browser.close()  # the browser dies; the relaunch uses the same display
+        async with session.page() as page:
+            await page.goto(fake_flow.home)
+        assert session.launches == 2 and display.display == first
+    finally:
+        await session.close()
+    assert not display.running

@@ -1,8 +1,12 @@
-"""One Browser and one BrowserContext per worker, reused across jobs (SPEC §4).
+"""One Browser and one BrowserContext per worker, reused across jobs.
 
 The context is built from the decrypted storage state; refreshed cookies are handed back to be
 saved encrypted. It is recycled after a number of jobs (Playwright keeps every request of a
 context's life in memory) and the browser is relaunched if it dies.
+
+Google refuses headless Chromium on Flow, so the browser runs headed by default, on the
+machine's display or on an Xvfb of its own when none is set, and without the switches by which
+automation announces itself (``--enable-automation``, the AutomationControlled feature).
 """
 
 from __future__ import annotations
@@ -17,20 +21,35 @@ from typing import Any
 from playwright.async_api import Browser, BrowserContext, Page, Playwright, async_playwright
 
 from veo import logs
+from veo.browser.display import VirtualDisplay
 
 log = logs.get_logger("veo.browser")
 
 # as the probe of this machine found: background networking makes Chromium call Google at
 # every start, which a closed network refuses many times over
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    # navigator.webdriver stays false
     "--disable-blink-features=AutomationControlled", "--disable-dev-shm-usage",
     # several pages of one context run at once (FLOW_MAX_CONCURRENT): none may be treated
     # as a background tab, whose timers Chromium slows to once a second
     "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
     "--disable-backgrounding-occluded-windows",
 ]
+# Playwright's own switch that sets navigator.webdriver and shows the "controlled by automated
+# test software" bar
+AUTOMATION_DEFAULTS = ["--enable-automation"]
+WINDOW = {"width": 1280, "height": 900}
+
+
+def chromium_args(headless: bool) -> list[str]:
+    args = list(CHROMIUM_ARGS)
+    if os.geteuid() == 0:
+        args.insert(0, "--no-sandbox")  # Chromium's sandbox refuses to run as root
+    if not headless:
+        args.append(f"--window-size={WINDOW['width']},{WINDOW['height']}")
+    return args
 
 
 def process_tree_rss(pid: int) -> int:
@@ -59,10 +78,13 @@ RECYCLE_GROWTH = 1.5
 
 
 class BrowserSession:
-    def __init__(self, *, executable: str | None, headless: bool, recycle_jobs: int) -> None:
+    def __init__(self, *, executable: str | None, headless: bool, recycle_jobs: int,
+                 display: VirtualDisplay | None = None) -> None:
         self.executable = executable
         self.headless = headless
         self.recycle_jobs = recycle_jobs
+        # headed without a DISPLAY: an Xvfb of our own, started with the first browser
+        self.display = display
         self._pw: Playwright | None = None
         self._browser: Browser | None = None
         self._context: BrowserContext | None = None
@@ -83,13 +105,27 @@ class BrowserSession:
             return self._browser
         if self._pw is None:
             self._pw = await async_playwright().start()
+        env = await self._display_env()
         self._browser = await self._pw.chromium.launch(
-            executable_path=self.executable, headless=self.headless, args=CHROMIUM_ARGS)
+            executable_path=self.executable, headless=self.headless,
+            args=chromium_args(self.headless), ignore_default_args=AUTOMATION_DEFAULTS,
+            env=env)  # type: ignore[arg-type]
         self._browser.on("disconnected", self._on_disconnected)
         self.launches += 1
         self._context = None
-        log.info("browser.launched", launches=self.launches, headless=self.headless)
+        log.info("browser.launched", launches=self.launches, headless=self.headless,
+                 display=env.get("DISPLAY") if env else None)
         return self._browser
+
+    async def _display_env(self) -> dict[str, str] | None:
+        """The environment of a headed browser: the machine's display, or our own Xvfb."""
+        if self.headless:
+            return None
+        if os.environ.get("DISPLAY") and self.display is None:
+            return None
+        if self.display is None:
+            self.display = VirtualDisplay()
+        return {**os.environ, "DISPLAY": await self.display.start()}
 
     def _on_disconnected(self, _browser: Browser) -> None:
         log.warning("browser.disconnected")
@@ -101,7 +137,7 @@ class BrowserSession:
         if self._context is None:
             self._context = await browser.new_context(
                 storage_state=self._state,  # type: ignore[arg-type]
-                accept_downloads=True, viewport={"width": 1280, "height": 900}, locale="en-US")
+                accept_downloads=True, viewport=WINDOW, locale="en-US")  # type: ignore[arg-type]
             self._context.set_default_timeout(15_000)
             self._jobs_in_context = 0
             self.contexts += 1
@@ -172,3 +208,5 @@ class BrowserSession:
             with contextlib.suppress(Exception):
                 await self._pw.stop()
             self._pw = None
+        if self.display is not None:
+            await self.display.stop()

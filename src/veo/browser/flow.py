@@ -1,24 +1,35 @@
-"""The Flow driver: the steps of one generation in the Flow web UI.
+"""The Flow driver: one generation in the Flow web UI (flow.google.com), made the way a person
+makes it, with the result read from the page's own network traffic.
 
-landing (login check, overlays) → New project → settings (mode, aspect, outputs, model) →
-frames → prompt (real typing) → snapshot tiles → submit → wait for THIS generation's new tiles
-→ download each through the menu. Every failure is classified (SPEC §4) and leaves a screenshot
-and the page HTML behind.
+    open a project (the login test) → clear blockers → model → settings radios, read back →
+    frames uploaded and bound to the chips → prompt by real input → submit → the submit RPC's
+    workflow id → status polls → signed URLs → download through the browser context (ftyp
+    checked), the poster beside each video
+
+The tile grid is only a cross-check: older tiles stay on the page, tiles of one batch may come
+in any order, and their texts are translated. Every failure is classified (``FAILURE_CLASSES``);
+the caller keeps the debug files and decides about pauses. ``canary`` walks the same steps up
+to, never including, the submit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import enum
+import json
 import re
+import secrets
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urljoin, urlsplit
 
 from playwright.async_api import Error as PlaywrightError
-from playwright.async_api import Page
+from playwright.async_api import Locator, Page, Request, Response
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from veo import logs
@@ -28,13 +39,78 @@ from veo.errors import GenerationFailed, LoginRequired
 log = logs.get_logger("veo.browser.flow")
 
 STEP_TIMEOUT = 15.0  # seconds an expected element may take to appear before it is drift
-POLL = 0.25  # seconds between looks at the tiles while a generation runs
-_PERCENT = re.compile(r"(\d{1,3})%")
+# seconds a sign-in/unavailable/rejected address must hold before the login test believes it:
+# the app hops there client-side, 0.2-0.4 s after a 200 document, and accounts pages redirect
+SETTLE = 0.5
+# seconds one click waits for its target to take pointer events; when something covers it the
+# blockers are cleared and the click tried again, until the step's own timeout
+CLICK_TIMEOUT = 0.6
+SUBMIT_RETRY = 3.0  # seconds without a submit request before a lost click is tried again
+UPLOAD_TIMEOUT = 90.0  # seconds an upload may take to appear in the picker (Flow's take 20-30)
+POLL = 0.1  # seconds between looks at the page while waiting for something
+RESOLUTIONS = ("360p", "720p")  # what the settings pane offers; 1080p is a later upscale
+MIME_EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+_TEXT_WITHOUT_ICONS = """els => els.map(e => {
+  const c = e.cloneNode(true);
+  c.querySelectorAll('mat-icon').forEach(i => i.remove());
+  return c.textContent.replace(/\\s+/g, ' ').trim();
+})"""
+_RADIOS = """(els, groupSelector) => {
+  const groups = [];
+  return els.map((e, index) => {
+    const g = e.closest(groupSelector);
+    let group = groups.indexOf(g);
+    if (group < 0) { groups.push(g); group = groups.length - 1; }
+    const c = e.cloneNode(true);
+    c.querySelectorAll('mat-icon').forEach(i => i.remove());
+    return {index, group, text: c.textContent.replace(/\\s+/g, ' ').trim(),
+            icons: [...e.querySelectorAll('mat-icon')].map(i => i.textContent.trim()),
+            checked: e.getAttribute('aria-checked') === 'true',
+            disabled: e.getAttribute('aria-disabled') === 'true' || e.disabled === true};
+  });
+}"""
 
-# failure class -> worth another try?
-RETRYABLE = {"rate_limited": True, "unusual_activity": True, "generation_failed": True,
-             "timeout": True, "policy": False, "insufficient_credits": False,
-             "selector_drift": False}
+
+class LoginState(enum.StrEnum):
+    SIGNED_IN = "signed_in"
+    LOGIN_REQUIRED = "login_required"  # /about or an accounts page (sign-in, re-verification)
+    UNAVAILABLE = "unavailable"  # the account has no Flow access
+    REJECTED = "rejected"  # Google refused the browser as automated
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipRequest:
+    prompt: str
+    aspect_ratio: str = "16:9"
+    resolution: str = "720p"
+    duration_seconds: int = 8
+    count: int = 1  # outputs per prompt, x1..x4: one submission makes them all
+    model_label: str | None = None  # as the model menu names it; None keeps the page's choice
+    first_frame: tuple[bytes, str] | None = None  # (bytes, MIME type)
+    last_frame: tuple[bytes, str] | None = None
+
+    def check(self) -> None:
+        """Refuse what Flow's settings cannot express, before touching the page."""
+        if not self.prompt.strip():
+            raise ValueError("a Flow clip needs a prompt")
+        if self.aspect_ratio not in sel.ASPECT_ICONS:
+            raise ValueError(f"Flow makes videos in {', '.join(sel.ASPECT_ICONS)}, "
+                             f"not {self.aspect_ratio}")
+        if self.resolution not in RESOLUTIONS:
+            raise ValueError(f"Flow generates {' or '.join(RESOLUTIONS)} (1080p is an upscale "
+                             f"of a finished video), not {self.resolution}")
+        if not 1 <= self.count <= 4:
+            raise ValueError(f"Flow makes 1 to 4 outputs per prompt, not {self.count}")
+        if not 1 <= self.duration_seconds <= 60:
+            raise ValueError(f"no Flow duration of {self.duration_seconds} s")
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowVideo:
+    path: Path
+    poster: Path | None  # a JPEG, when the page named one and it was a JPEG
+    workflow_id: str  # the submission that made it
+    media_id: str = ""
 
 
 class FlowFailure(Exception):
@@ -46,216 +122,940 @@ class FlowFailure(Exception):
 
 
 @dataclasses.dataclass(frozen=True)
-class ClipRequest:
-    prompt: str
-    aspect_ratio: str
-    count: int
-    model_label: str | None
-    first_frame: tuple[bytes, str] | None = None
-    last_frame: tuple[bytes, str] | None = None
+class FailureClass:
+    retryable: bool  # worth another attempt of the clip
+    cool_down: bool  # the account should rest before any generation (Google said slow down)
+
+
+FAILURE_CLASSES: dict[str, FailureClass] = {
+    "policy": FailureClass(retryable=False, cool_down=False),
+    "insufficient_credits": FailureClass(retryable=False, cool_down=False),
+    "rate_limited": FailureClass(retryable=True, cool_down=True),
+    "unusual_activity": FailureClass(retryable=True, cool_down=True),
+    "generation_failed": FailureClass(retryable=True, cool_down=False),
+    "selector_drift": FailureClass(retryable=False, cool_down=False),
+    "timeout": FailureClass(retryable=True, cool_down=False),
+    "account_unavailable": FailureClass(retryable=False, cool_down=False),
+}
+RETRYABLE: dict[str, bool] = {k: v.retryable for k, v in FAILURE_CLASSES.items()}
+COOL_DOWN: frozenset[str] = frozenset(k for k, v in FAILURE_CLASSES.items() if v.cool_down)
+
+
+@dataclasses.dataclass(frozen=True)
+class CanaryReport:
+    ok: bool
+    step: str | None  # the step that failed, None when the walk went through
+    fallback_used: list[str]  # steps whose first-choice selector did not match
+    matched: dict[str, int]  # step -> index of the selector that matched (0 = first choice)
+    message: str | None = None
+    insufficient_credits: bool = False  # the warning stood where submit belongs (not drift)
 
 
 Progress = Callable[[int], Awaitable[None]]
-Debug = Callable[[Page, str, str], Awaitable[dict[str, str]]]
+
+
+def classify_url(url: str) -> LoginState | None:
+    """The login state an address means, or None for an address of the app itself."""
+    parts = urlsplit(url)
+    path = re.sub(r"^/u/\d+(?=/)", "", parts.path)
+    host = (parts.hostname or "").lower()
+    if any(path.startswith(p) for p in sel.REJECTED_PATHS):
+        return LoginState.REJECTED
+    if host in sel.ACCOUNTS_HOSTS or any(path.startswith(p) for p in sel.ACCOUNTS_PATHS):
+        return LoginState.LOGIN_REQUIRED
+    if any(path == p or path.startswith(p + "/") for p in sel.ABOUT_PATHS):
+        return LoginState.LOGIN_REQUIRED
+    if any(path == p or path.startswith(p + "/") for p in sel.UNAVAILABLE_PATHS):
+        return LoginState.UNAVAILABLE
+    return None
+
+
+def login_failure(state: LoginState, step: str) -> Exception:
+    if state is LoginState.LOGIN_REQUIRED:
+        return LoginRequired(f"Flow showed a sign-in page (step {step})")
+    if state is LoginState.UNAVAILABLE:
+        return FlowFailure("account_unavailable", "Flow is not available to this Google account "
+                           "(it landed on /unavailable)", step)
+    return FlowFailure("account_unavailable", "Google rejected this browser as automated "
+                       "(/v3/signin/rejected); Flow needs a headed browser (FLOW_HEADLESS=false)",
+                       step)
+
+
+# ---- the page's RPCs -------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class _Reply:
+    rpc: str
+    payload: Any  # the decoded answer, None when the RPC failed
+    error: Any  # the status entry of a failed RPC (or ["http", status])
+    args: Any  # the decoded arguments the page sent, when known
+
+
+def parse_batchexecute(body: str) -> list[list[Any]]:
+    """The ``wrb.fr`` entries of a batchexecute answer (XSSI guard, length-prefixed chunks)."""
+    text = body.lstrip()
+    if text.startswith(")]}'"):
+        text = text[4:]
+    decoder = json.JSONDecoder()
+    skip = re.compile(r"[\s\d]*")
+    out: list[list[Any]] = []
+    pos = 0
+    while pos < len(text):
+        pos = skip.match(text, pos).end()  # type: ignore[union-attr]
+        if pos >= len(text):
+            break
+        try:
+            value, pos = decoder.raw_decode(text, pos)
+        except ValueError:
+            break
+        if isinstance(value, list):
+            out.extend(e for e in value if isinstance(e, list) and len(e) > 2
+                       and e[0] == "wrb.fr")
+    return out
+
+
+def _rpc_ids(url: str) -> list[str]:
+    query = parse_qs(urlsplit(url).query)
+    return [i for v in query.get("rpcids", []) for i in v.split(",") if i]
+
+
+def _request_args(post_data: str | None) -> dict[str, Any]:
+    """rpc id -> the arguments the page sent (f.req = [[[rpc, "<json>", null, "generic"]]])."""
+    if not post_data:
+        return {}
+    try:
+        calls = json.loads(parse_qs(post_data).get("f.req", ["[]"])[0])[0]
+        return {c[0]: json.loads(c[1]) if isinstance(c[1], str) else c[1] for c in calls}
+    except (ValueError, IndexError, TypeError, KeyError):
+        return {}
+
+
+def _walk(value: Any) -> Iterator[Any]:
+    yield value
+    if isinstance(value, list):
+        for item in value:
+            yield from _walk(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _walk(item)
+
+
+def _strings(value: Any) -> list[str]:
+    return [v for v in _walk(value) if isinstance(v, str)]
+
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-.:]{7,}$")
+
+
+def _submission_ids(payload: Any) -> tuple[str, list[str]]:
+    """(workflow id, media ids in the order the answer lists them) of a submit answer."""
+    ids = [s for s in _strings(payload) if _ID.match(s)]
+    if len(ids) < 2:
+        raise FlowFailure("generation_failed", "the submit answer named no workflow and media "
+                          f"(got {json.dumps(payload)[:200]})", "submit")
+    return ids[0], list(dict.fromkeys(ids[1:]))
+
+
+def _records(payload: Any, ids: list[str]) -> dict[str, list[Any]]:
+    """The lists in an answer that begin with one of ``ids``: one record per media."""
+    wanted = set(ids)
+    out: dict[str, list[Any]] = {}
+    for node in _walk(payload):
+        if isinstance(node, list) and node and isinstance(node[0], str) and node[0] in wanted:
+            out.setdefault(node[0], node)
+    return out
+
+
+def classify_error(error: Any, at_submit: bool) -> tuple[str, str]:
+    """(failure class, message) for a failed RPC's status entry or a failed record."""
+    strings = _strings(error)
+    reasons = [r for s in strings for r in sel.REASON.findall(s)]
+    code = error[0] if isinstance(error, list) and error and isinstance(error[0], int) else None
+    http = error[1] if isinstance(error, list) and error[:1] == ["http"] else None
+    message = "; ".join(dict.fromkeys(reasons + [s for s in strings if not sel.REASON.search(s)
+                                                 and " " in s]))[:300] or json.dumps(error)[:200]
+    kind = next((k for prefix, k in sel.REASONS if any(r.startswith(prefix) for r in reasons)),
+                None)
+    if kind is None:
+        low = " ".join(strings).lower()
+        kind = next((k for text, k in sel.FAILURE_TEXTS if text.lower() in low), None)
+    # PERMISSION_DENIED at submit is how reCAPTCHA refusals come, whatever reason they carry
+    if at_submit and (code == 7 or http == 403) and kind in (None, "generation_failed"):
+        kind = "unusual_activity"
+    if kind is None and (code == 8 or http == 429):
+        kind = "rate_limited"
+    return kind or "generation_failed", message
+
+
+class _Traffic:
+    """The page's batchexecute requests and answers, as they happen."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.replies: asyncio.Queue[_Reply] = asyncio.Queue()
+        self.submits_sent = 0
+        self.submit_seen = asyncio.Event()
+        self.rpcs_sent: list[str] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        page.on("request", self._on_request)
+        page.on("response", self._on_response)
+
+    def close(self) -> None:
+        self.page.remove_listener("request", self._on_request)
+        self.page.remove_listener("response", self._on_response)
+        for task in self._tasks:
+            task.cancel()
+
+    def _on_request(self, request: Request) -> None:
+        if sel.BATCHEXECUTE_PATH not in request.url:
+            return
+        ids = _rpc_ids(request.url)
+        self.rpcs_sent.extend(ids)
+        if any(i in sel.SUBMIT_RPCS for i in ids):
+            self.submits_sent += 1
+            self.submit_seen.set()
+
+    def _on_response(self, response: Response) -> None:
+        if sel.BATCHEXECUTE_PATH not in response.url:
+            return
+        task = asyncio.get_running_loop().create_task(self._read(response))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _read(self, response: Response) -> None:
+        ids = _rpc_ids(response.url)
+        args = _request_args(response.request.post_data)
+        try:
+            body = await response.text()
+        except PlaywrightError:
+            body = ""
+        entries = parse_batchexecute(body)
+        if not entries and response.status >= 400:
+            for rpc in ids:
+                self.replies.put_nowait(_Reply(rpc, None, ["http", response.status],
+                                               args.get(rpc)))
+        for entry in entries:
+            rpc = str(entry[1])
+            payload = None
+            if isinstance(entry[2], str):
+                with contextlib.suppress(ValueError):
+                    payload = json.loads(entry[2])
+            error = (entry[5] if len(entry) > 5 else None) if payload is None else None
+            self.replies.put_nowait(_Reply(rpc, payload, error if payload is None else None,
+                                           args.get(rpc)))
+
+    async def next(self, wait: float) -> _Reply | None:
+        try:
+            return await asyncio.wait_for(self.replies.get(), wait)
+        except TimeoutError:
+            return None
+
+
+# ---- walking the page ------------------------------------------------------------------------
+
+def _norm(text: str) -> str:
+    return " ".join(text.replace("\u00a0", " ").split())
+
+
+def _norm_model(text: str) -> str:
+    text = re.sub(r"[\u2010-\u2015\u2212]", "-", text)
+    return " ".join(sel.MODEL_TAG.sub(" ", text).split()).casefold()
+
+
+def _number(pattern: re.Pattern[str], text: str) -> int | None:
+    m = pattern.match(text)
+    if not m:
+        return None
+    return int(next(g for g in m.groups() if g is not None))
+
+
+def _classify_groups(radios: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Settings radio groups by what they hold: icons for media, type and aspect; the shape of
+    their labels for resolution, outputs and duration (labels are translated, numbers not)."""
+    groups: dict[int, list[dict[str, Any]]] = {}
+    for r in radios:
+        groups.setdefault(r["group"], []).append(r)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for members in groups.values():
+        icons = {i for r in members for i in r["icons"]}
+        texts = [r["text"] for r in members]
+        if icons & set(sel.MEDIA_ICONS):
+            name = "media"
+        elif icons & set(sel.TYPE_ICONS):
+            name = "type"
+        elif icons & set(sel.ASPECT_ICONS.values()):
+            name = "aspect"
+        elif all(sel.RESOLUTION_TEXT.match(t) for t in texts):
+            name = "resolution"
+        elif all(sel.OUTPUTS_TEXT.match(t) for t in texts):
+            name = "outputs"
+        elif all(sel.DURATION_TEXT.match(t) for t in texts):
+            name = "duration"
+        else:
+            continue
+        out.setdefault(name, members)
+    return out
+
+
+class _Walk:
+    """One page, walked step by step; remembers which selector of each step matched."""
+
+    def __init__(self, page: Page, step_timeout: float) -> None:
+        self.page = page
+        self.step_timeout = step_timeout
+        self.matched: dict[str, int] = {}
+        self.fallback_used: list[str] = []
+
+    def _record(self, step: str, index: int) -> None:
+        self.matched[step] = index
+        if index > 0 and step not in self.fallback_used:
+            self.fallback_used.append(step)
+
+    async def visible(self, candidates: sel.Candidates, step: str | None = None,
+                      scope: Locator | None = None) -> Locator | None:
+        """The visible matches of the first candidate that has any, else None."""
+        found = await self._scan(candidates, scope)
+        if found is not None and found[0] > 0:
+            # the element may have mounted while the earlier candidates were being tried: look
+            # again, so a late render is not reported as a fallback
+            found = await self._scan(candidates[:found[0]], scope) or found
+        if found is None:
+            return None
+        if step:
+            self._record(step, found[0])
+        return found[1]
+
+    async def _scan(self, candidates: sel.Candidates,
+                    scope: Locator | None) -> tuple[int, Locator] | None:
+        for i, css in enumerate(candidates):
+            loc = (scope or self.page).locator(css).filter(visible=True)
+            try:
+                if await loc.count():
+                    return i, loc
+            except PlaywrightError:
+                continue
+        return None
+
+    async def find(self, step: str, candidates: sel.Candidates, scope: Locator | None = None,
+                   within: float | None = None) -> Locator:
+        limit = within or self.step_timeout
+        deadline = time.monotonic() + limit
+        looks = 0
+        while True:
+            loc = await self.visible(candidates, step, scope)
+            if loc is not None:
+                return loc
+            await self.guard(step)
+            if time.monotonic() > deadline:
+                raise FlowFailure("selector_drift", f"no element for step {step!r} appeared "
+                                  f"within {limit:.0f} s (tried: {' | '.join(candidates)})",
+                                  step)
+            looks += 1
+            if looks % 5 == 0:
+                await self.clear_blockers()
+            await asyncio.sleep(POLL)
+
+    async def click(self, step: str, candidates: sel.Candidates,
+                    scope: Locator | None = None, which: str = "first") -> Locator:
+        deadline = time.monotonic() + self.step_timeout
+        await self.clear_blockers()
+        while True:
+            found = await self.find(step, candidates, scope)
+            target = found.last if which == "last" else found.first
+            try:
+                await target.click(timeout=CLICK_TIMEOUT * 1000)
+                return target
+            except PlaywrightTimeout:
+                if time.monotonic() > deadline:
+                    raise FlowFailure("selector_drift", f"step {step!r}: the element never "
+                                      "took a click (something stays over it)", step) from None
+                await self.clear_blockers()
+
+    async def _tap(self, loc: Locator) -> bool:
+        try:
+            await loc.click(timeout=CLICK_TIMEOUT * 1000)
+            return True
+        except PlaywrightError:
+            return False
+
+    async def guard(self, step: str) -> None:
+        """Stop at once when the page went to a sign-in, unavailable or rejection page."""
+        state = classify_url(self.page.url)
+        if state is None and await self.visible((sel.UNAVAILABLE_SCREEN,)):
+            state = LoginState.UNAVAILABLE
+        if state is not None:
+            raise login_failure(state, step)
+
+    async def clear_blockers(self) -> list[str]:
+        """Close what covers the composer: promo dialogs, the cookie bar, agent mode."""
+        cleared: list[str] = []
+        for _ in range(4):  # clearing one may uncover the next
+            close = await self.visible(sel.PROMO_CLOSE, "promo_close")
+            if close is not None and await self._tap(close.first):
+                cleared.append("promo")
+                continue
+            loose = await self.visible((sel.MODAL_DIALOG,))
+            if loose is not None:
+                await self.page.keyboard.press("Escape")
+                cleared.append("promo")
+                await asyncio.sleep(POLL)
+                continue
+            cookie = await self.visible(sel.COOKIE_BUTTON, "cookie_bar")
+            if cookie is not None and await self._tap(cookie.first):
+                cleared.append("cookie_bar")
+                continue
+            agent = await self.visible(sel.AGENT_MODE_ON, "agent_mode")
+            if agent is not None and await self._tap(agent.first):
+                cleared.append("agent_mode")
+                continue
+            break
+        return cleared
+
+    async def close_overlays(self) -> None:
+        """Close open panes and menus (Escape closes the top one, as CDK overlays do)."""
+        for _ in range(4):
+            if not await self.visible((sel.OVERLAY_BACKDROP,)):
+                return
+            await self.page.keyboard.press("Escape")
+            await asyncio.sleep(0.05)
+
+    # -- login ---------------------------------------------------------------------------------
+
+    async def open_project(self, home_url: str) -> LoginState:
+        """The login test: open Flow, get to a project, wait for the settings trigger; only when
+        it never comes, classify the address the page settled on."""
+        response = await self.page.goto(home_url, wait_until="domcontentloaded")
+        status = response.status if response is not None else None
+        deadline = time.monotonic() + self.step_timeout
+        seen: LoginState | None = None
+        since = time.monotonic()
+        clicked_at: float | None = None
+        while True:
+            if await self.visible(sel.SETTINGS_TRIGGER, "settings_trigger"):
+                return LoginState.SIGNED_IN
+            state = classify_url(self.page.url)
+            if state is None and await self.visible((sel.UNAVAILABLE_SCREEN,)):
+                state = LoginState.UNAVAILABLE
+            now = time.monotonic()
+            if state != seen:
+                seen, since = state, now
+            elif state is not None and now - since >= SETTLE:
+                return state
+            if state is None:
+                # agent mode hides the trigger; a promo covers the new-project button
+                await self.clear_blockers()
+                on_project = "/project/" in urlsplit(self.page.url).path
+                if not on_project and (clicked_at is None or now - clicked_at > 5):
+                    new = await self.visible(sel.NEW_PROJECT, "new_project")
+                    if new is not None and await self._tap(new.first):
+                        clicked_at = now
+            if now > deadline:
+                if state is not None:
+                    return state
+                if status == 403:
+                    return LoginState.REJECTED
+                raise FlowFailure("selector_drift", "the settings trigger never appeared on a "
+                                  f"Flow page ({urlsplit(self.page.url).path})", "login")
+            await asyncio.sleep(POLL)
+
+    # -- settings ------------------------------------------------------------------------------
+
+    async def open_settings(self) -> Locator:
+        pane = await self.visible(sel.SETTINGS_PANE, "settings_pane")
+        if pane is not None:
+            return pane.first
+        await self.clear_blockers()
+        await self.click("settings_trigger", sel.SETTINGS_TRIGGER)
+        return (await self.find("settings_pane", sel.SETTINGS_PANE)).first
+
+    async def _texts(self, loc: Locator) -> list[str]:
+        texts: list[str] = await loc.evaluate_all(_TEXT_WITHOUT_ICONS)
+        return texts
+
+    async def choose_model(self, label: str) -> str:
+        """Pick ``label`` from the model menu (reached from the pane or a composer chip)."""
+        want = _norm_model(label)
+        await self.clear_blockers()
+        for _attempt in range(3):
+            trigger = await self.visible(sel.MODEL_TRIGGER, "model_trigger")
+            if trigger is None:
+                await self.open_settings()
+                trigger = await self.find("model_trigger", sel.MODEL_TRIGGER)
+            shown = (await self._texts(trigger.first))[0]
+            if _norm_model(shown) == want:
+                return shown
+            if not await self._tap(trigger.first):
+                await self.close_overlays()
+                await self.clear_blockers()
+                continue
+            items = await self.find("model_item", sel.MODEL_ITEM)
+            texts = await self._texts(items)
+            same = [i for i, t in enumerate(texts) if _norm_model(t) == want]
+            # the plain offer before its "[Lower Priority]" twin, unless that was asked for
+            exact = [i for i in same if bool(sel.MODEL_TAG.search(texts[i]))
+                     == bool(sel.MODEL_TAG.search(label))]
+            pick = next(iter(exact or same), None)
+            if pick is None:
+                await self.close_overlays()
+                raise FlowFailure("selector_drift", f"the model menu offers no {label!r} "
+                                  f"(it offers: {', '.join(texts)})", "model")
+            await self._tap(items.nth(pick))
+            await asyncio.sleep(POLL)
+        trigger = await self.find("model_trigger", sel.MODEL_TRIGGER)
+        shown = (await self._texts(trigger.first))[0]
+        if _norm_model(shown) != want:
+            raise FlowFailure("selector_drift", f"the model did not become {label!r} "
+                              f"(the page shows {shown!r})", "model")
+        return shown
+
+    async def set_radios(self, req: ClipRequest) -> dict[str, str]:
+        """Choose the settings through the pane's radio groups and read them back."""
+        wanted: list[tuple[str, str, Callable[[dict[str, Any]], bool]]] = [
+            ("media", "video", lambda r: sel.MEDIA_VIDEO in r["icons"]),
+            # there is no "text" type: text-to-video is Frames with no frame bound
+            ("type", "frames", lambda r: sel.TYPE_FRAMES in r["icons"]),
+            ("aspect", req.aspect_ratio,
+             lambda r: sel.ASPECT_ICONS[req.aspect_ratio] in r["icons"]),
+            ("resolution", req.resolution, lambda r: _number(
+                sel.RESOLUTION_TEXT, r["text"]) == int(req.resolution.rstrip("p"))),
+            ("duration", f"{req.duration_seconds}s", lambda r: _number(
+                sel.DURATION_TEXT, r["text"]) == req.duration_seconds),
+            ("outputs", f"x{req.count}",
+             lambda r: _number(sel.OUTPUTS_TEXT, r["text"]) == req.count),
+        ]
+        for _round in range(4 * len(wanted)):
+            await self.clear_blockers()
+            pane = await self.open_settings()
+            radios: list[dict[str, Any]] = await pane.locator(sel.RADIO).evaluate_all(
+                _RADIOS, sel.RADIO_GROUP)
+            groups = _classify_groups(radios)
+            pending = None
+            for name, value, fits in wanted:
+                members = groups.get(name)
+                if members is None:
+                    raise FlowFailure("selector_drift", f"the settings pane has no {name} "
+                                      "radio group", "settings")
+                target = next((r for r in members if fits(r)), None)
+                if target is None or target["disabled"]:
+                    offered = ", ".join(r["text"] or "/".join(r["icons"]) for r in members
+                                        if not r["disabled"])
+                    raise FlowFailure("selector_drift", f"Flow's settings offer no {name} "
+                                      f"{value} here (offered: {offered})", "settings")
+                if not target["checked"]:
+                    pending = target
+                    break
+            if pending is None:
+                self.matched.setdefault("settings_radios", 0)
+                return {name: next(r["text"] or "/".join(r["icons"]) for r in groups[name]
+                                   if r["checked"]) for name, _v, _f in wanted}
+            await self._tap(pane.locator(sel.RADIO).nth(pending["index"]))
+            await asyncio.sleep(0.05)
+        raise FlowFailure("selector_drift", "the settings radios did not take the choices",
+                          "settings")
+
+    # -- frames --------------------------------------------------------------------------------
+
+    async def upload(self, path: Path) -> None:
+        try:
+            async with self.page.expect_file_chooser(
+                    timeout=self.step_timeout * 1000) as chooser:
+                await self.clear_blockers()
+                await self.click("add_media", sel.ADD_MEDIA)
+                await self.click("upload_item", sel.UPLOAD_ITEM)
+                # a one-time consent dialog may stand between the menu item and the chooser
+                deadline = time.monotonic() + self.step_timeout
+                while not chooser.is_done() and time.monotonic() < deadline:
+                    consent = await self.visible(sel.UPLOAD_CONSENT_ACCEPT, "upload_consent")
+                    if consent is not None:
+                        await self._tap(consent.first)
+                    await asyncio.sleep(POLL)
+            files = await chooser.value
+        except PlaywrightTimeout:
+            raise FlowFailure("selector_drift", "no file chooser opened from the upload menu",
+                              "upload") from None
+        await files.set_files(str(path))
+
+    async def bind_frame(self, slot: str, name: str) -> None:
+        """Bind the uploaded image ``name`` to the Start or End chip through the picker."""
+        step = f"frame_{slot}"
+        bound = self.page.locator(sel.FRAME_CHIP_BOUND)
+        before = await bound.count()
+        deadline = time.monotonic() + UPLOAD_TIMEOUT
+        while True:
+            await self.close_overlays()
+            # Start is the first empty chip; End is the last (Start may be bound already)
+            await self.click("frame_chip", sel.FRAME_CHIP_EMPTY,
+                             which="first" if slot == "start" else "last")
+            await self.find("asset_picker", sel.ASSET_PICKER)
+            search = await self.visible(sel.ASSET_SEARCH, "asset_search")
+            if search is not None:
+                await search.first.fill(name)
+            option = await self._asset(name)
+            if option is not None and await self._tap(option):
+                break
+            if time.monotonic() > deadline:
+                raise FlowFailure("timeout", f"the uploaded {slot} frame never showed up in "
+                                  "the asset picker", step)
+            await asyncio.sleep(0.3)
+        limit = time.monotonic() + self.step_timeout
+        while await bound.count() <= before:
+            if time.monotonic() > limit:
+                raise FlowFailure("selector_drift", f"the {slot} chip did not show the picked "
+                                  "image", step)
+            await asyncio.sleep(POLL)
+
+    async def _asset(self, name: str) -> Locator | None:
+        """The picker option of the file called ``name``, waiting a moment for it."""
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            for i, css in enumerate(sel.ASSET_OPTION):
+                base = self.page.locator(css).filter(visible=True)
+                named = base.filter(has_text=name).or_(
+                    base.filter(has=self.page.locator(f"img[alt='{name}']"))).or_(
+                    base.and_(self.page.locator(f"[aria-label='{name}']")))
+                try:
+                    if await named.count():
+                        self._record("asset_option", i)
+                        return named.first
+                except PlaywrightError:
+                    continue
+            await asyncio.sleep(POLL)
+        return None
+
+    # -- compose and submit --------------------------------------------------------------------
+
+    async def enter_prompt(self, prompt: str) -> Locator:
+        want = _norm(prompt)
+        for attempt in range(3):
+            await self.close_overlays()
+            editor = await self.click("editor", sel.EDITOR)
+            if attempt:
+                await self.page.keyboard.press("ControlOrMeta+a")
+                await self.page.keyboard.press("Delete")
+            # trusted input events; setting the DOM would not register with the editor
+            await self.page.keyboard.insert_text(prompt)
+            await asyncio.sleep(0.05)
+            if _norm(await editor.inner_text()) == want:
+                return editor
+            await self.clear_blockers()
+        raise FlowFailure("selector_drift", "the prompt editor did not take the text", "prompt")
+
+    async def credits_warning(self) -> bool:
+        return await self.visible(sel.CREDITS_WARNING, "credits_warning") is not None
+
+    async def submit_button(self) -> Locator:
+        """The enabled submit button; the credits warning in its place is not drift."""
+        deadline = time.monotonic() + self.step_timeout
+        looks = 0
+        while True:
+            if await self.credits_warning():
+                raise FlowFailure("insufficient_credits", "Flow shows the insufficient-credits "
+                                  "warning where submit belongs: the account is out of credits",
+                                  "submit")
+            found = await self.visible(sel.SUBMIT, "submit")
+            if found is not None and await _enabled(found.first):
+                return found.first
+            await self.guard("submit")
+            if time.monotonic() > deadline:
+                what = "never enabled" if found is not None else "never appeared"
+                raise FlowFailure("selector_drift", f"the submit button {what}", "submit")
+            looks += 1
+            if looks % 5 == 0:
+                await self.clear_blockers()
+            await asyncio.sleep(POLL)
+
+    async def submit(self, traffic: _Traffic, editor: Locator, prompt: str) -> None:
+        sent = traffic.submits_sent
+        for _attempt in range(3):
+            button = await self.submit_button()
+            await self.clear_blockers()
+            traffic.submit_seen.clear()
+            if not await self._tap(button):
+                await self.clear_blockers()
+                continue
+            # a click that landed on an overlay mounting at that instant sends nothing; the
+            # editor still holding the prompt tells it apart from a slow submit
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(traffic.submit_seen.wait(), SUBMIT_RETRY)
+            if traffic.submits_sent > sent:
+                return
+            with contextlib.suppress(PlaywrightError):
+                if _norm(await editor.inner_text(timeout=1000)) != _norm(prompt):
+                    return  # the page took it; its request is just slow
+            await self.clear_blockers()
+        raise FlowFailure("selector_drift", "clicking submit sent no request", "submit")
+
+
+async def _enabled(button: Locator) -> bool:
+    if not await button.is_enabled():  # also honours aria-disabled
+        return False
+    return sel.DISABLED_CLASS not in (await button.get_attribute("class") or "")
+
+
+async def check_login(page: Page, home_url: str, *,
+                      step_timeout: float = STEP_TIMEOUT) -> LoginState:
+    """The one login test (worker and ``veo-auth check``): never the URL right after ``goto``,
+    which is stale while the app hops client-side."""
+    return await _Walk(page, step_timeout).open_project(home_url)
 
 
 async def is_login_page(page: Page) -> bool:
-    if any(marker in page.url for marker in sel.LOGIN_URL_MARKERS):
+    """A quick look at the page as it is now (no waiting): for loops that poll anyway, such as
+    waiting for a person to finish signing in. ``check_login`` is the login test."""
+    if classify_url(page.url) is LoginState.LOGIN_REQUIRED:
         return True
     for candidate in sel.LOGIN_DOM:
-        try:
+        with contextlib.suppress(PlaywrightError):
             if await page.locator(candidate).first.is_visible():
                 return True
-        except PlaywrightError:
-            continue
     return False
 
 
-async def dismiss_overlays(page: Page) -> None:
-    for candidate in sel.OVERLAY_DISMISS:
-        loc = page.locator(candidate)
-        try:
-            for i in range(await loc.count()):
-                if await loc.nth(i).is_visible():
-                    await loc.nth(i).click(timeout=2_000)
-        except PlaywrightError:
-            continue
-
-
-async def find(page: Page, candidates: sel.Candidates, step: str, root: Any = None) -> Any:
-    """The first visible match of an ordered list of selectors, or selector drift."""
-    scope = root or page
-    deadline = time.monotonic() + STEP_TIMEOUT
-    while True:
-        for candidate in candidates:
-            loc = scope.locator(candidate).first
-            try:
-                if await loc.is_visible():
-                    return loc
-            except PlaywrightError:
-                continue
-        if await is_login_page(page):
-            raise LoginRequired(f"Flow showed a sign-in page at step {step}")
-        if time.monotonic() > deadline:
-            raise FlowFailure("selector_drift", f"no element for step {step!r} appeared "
-                              f"(tried {', '.join(candidates)})", step)
-        await asyncio.sleep(0.1)
-
-
-async def click(page: Page, candidates: sel.Candidates, step: str, root: Any = None) -> None:
-    loc = await find(page, candidates, step, root=root)
-    try:
-        await loc.click(timeout=4_000)
-    except PlaywrightTimeout:
-        # something covers it (toast, notice): clear the known overlays and try once more
-        await dismiss_overlays(page)
-        await loc.click(timeout=4_000)
+@dataclasses.dataclass(frozen=True)
+class _Submission:
+    workflow: str
+    media: list[str]
+    rpc: str
 
 
 class FlowDriver:
-    def __init__(self, home_url: str, timeout: float) -> None:
+    def __init__(self, home_url: str, timeout: float, step_timeout: float = STEP_TIMEOUT) -> None:
         self.home_url = home_url
-        self.timeout = timeout
+        self.timeout = timeout  # seconds from submit to every signed URL
+        self.step_timeout = step_timeout
+
+    async def check_login(self, page: Page) -> LoginState:
+        return await check_login(page, self.home_url, step_timeout=self.step_timeout)
 
     async def generate(self, page: Page, req: ClipRequest, progress: Progress,
-                       downloads: Path) -> list[Path]:
-        """Make ``req.count`` videos; return their files in variant order."""
-        step = "landing"
+                       downloads: Path) -> list[FlowVideo]:
+        """Make ``req.count`` videos in one submission; return them in the order the page's
+        records list them. Raises ``FlowFailure`` or ``LoginRequired``."""
+        req.check()
+        walk = _Walk(page, self.step_timeout)
+        traffic = _Traffic(page)
+        step = "login"
         try:
-            await page.goto(self.home_url, wait_until="domcontentloaded")
-            if await is_login_page(page):
-                raise LoginRequired("Flow redirected to a sign-in page")
-            await dismiss_overlays(page)
-            step = "new_project"
-            await click(page, sel.NEW_PROJECT, step)
-            await page.wait_for_url(re.compile(r".*/project/.*"), timeout=STEP_TIMEOUT * 1000)
-            await dismiss_overlays(page)
-            if await is_login_page(page):
-                raise LoginRequired("Flow redirected to a sign-in page")
-            step = "credits"
-            await self._check_credits(page)
+            state = await walk.open_project(self.home_url)
+            if state is not LoginState.SIGNED_IN:
+                raise login_failure(state, step)
             step = "settings"
-            await self._settings(page, req)
-            if req.first_frame:
-                step = "frames"
-                await self._frame(page, "start", req.first_frame, downloads)
-                if req.last_frame:
-                    await self._frame(page, "end", req.last_frame, downloads)
+            await walk.clear_blockers()
+            model = await walk.choose_model(req.model_label) if req.model_label else None
+            chosen = await walk.set_radios(req)
+            await walk.close_overlays()
+            if await walk.credits_warning():
+                raise FlowFailure("insufficient_credits", "Flow shows the insufficient-credits "
+                                  "warning for these settings", step)
+            for slot, frame in (("start", req.first_frame), ("end", req.last_frame)):
+                if frame is not None:
+                    step = f"frame_{slot}"
+                    name = f"veo-{secrets.token_hex(4)}-{slot}.{MIME_EXT.get(frame[1], 'png')}"
+                    await asyncio.to_thread((downloads / name).write_bytes, frame[0])
+                    await walk.upload(downloads / name)
+                    await walk.bind_frame(slot, name)
             step = "prompt"
-            editor = await find(page, sel.PROMPT, step)
-            await editor.click()
-            await page.keyboard.insert_text(req.prompt)  # a trusted input event, as typing
+            editor = await walk.enter_prompt(req.prompt)
             step = "submit"
-            before = set(await self._tile_ids(page))
-            submit = await find(page, sel.SUBMIT, step)
-            deadline = time.monotonic() + STEP_TIMEOUT
-            while not await submit.is_enabled():
-                if time.monotonic() > deadline:
-                    await self._check_credits(page)
-                    raise FlowFailure("selector_drift", "the submit button never enabled", step)
-                await asyncio.sleep(0.1)
-            await click(page, sel.SUBMIT, step)
+            await walk.submit(traffic, editor, req.prompt)
+            sub = await self._submitted(walk, traffic, req)
+            log.info("flow.submitted", workflow=sub.workflow, rpc=sub.rpc,
+                     samples=len(sub.media), model=model, settings=chosen,
+                     fallbacks=walk.fallback_used or None)
             step = "wait"
-            new = await self._wait_tiles(page, before, req.count, progress)
+            urls = await self._follow(walk, traffic, sub, progress)
+            await self._cross_check(page, urls)
             step = "download"
-            return [await self._download(page, tile_id, downloads) for tile_id in new]
-        except FlowFailure:
-            raise
-        except LoginRequired:
+            videos = await self._download_all(page, sub, urls, downloads)
+            await progress(100)
+            return videos
+        except (FlowFailure, LoginRequired):
             raise
         except PlaywrightTimeout as exc:
-            if await is_login_page(page):
-                raise LoginRequired(f"Flow showed a sign-in page at step {step}") from exc
+            left = classify_url(page.url)
+            if left is not None:
+                raise login_failure(left, step) from exc
             raise FlowFailure("selector_drift", f"step {step!r} timed out: "
                               f"{str(exc).splitlines()[0][:200]}", step) from exc
         except PlaywrightError as exc:
             raise FlowFailure("generation_failed", f"browser error at step {step!r}: "
                               f"{str(exc).splitlines()[0][:200]}", step) from exc
+        finally:
+            traffic.close()
 
-    async def _check_credits(self, page: Page) -> None:
-        for candidate in sel.CREDITS_WARNING:
-            if await page.locator(candidate).first.is_visible():
-                raise FlowFailure("insufficient_credits", "the account is out of Flow credits",
-                                  "credits")
+    async def canary(self, page: Page, req: ClipRequest) -> CanaryReport:
+        """Walk login, blockers, composer, model menu, settings radios and the frame chip, and
+        find the submit button without ever clicking it: nothing is spent."""
+        req.check()
+        walk = _Walk(page, self.step_timeout)
+        step = "login"
+        try:
+            state = await walk.open_project(self.home_url)
+            if state is not LoginState.SIGNED_IN:
+                return CanaryReport(False, step, walk.fallback_used, dict(walk.matched),
+                                    f"login state: {state}")
+            step = "blockers"
+            await walk.clear_blockers()
+            step = "composer"
+            await walk.find("editor", sel.EDITOR)
+            if req.model_label:
+                step = "model"
+                await walk.choose_model(req.model_label)
+            step = "settings"
+            await walk.set_radios(req)
+            await walk.close_overlays()
+            step = "frame_chip"
+            await walk.click("frame_chip", sel.FRAME_CHIP_EMPTY)
+            await walk.find("asset_picker", sel.ASSET_PICKER)
+            await walk.close_overlays()
+            step = "submit"
+            broke = await walk.credits_warning()
+            if not broke:
+                # typing enables submit only where the editor registers real input
+                await walk.enter_prompt(req.prompt)
+                await walk.submit_button()
+                await walk.click("editor", sel.EDITOR)
+                await page.keyboard.press("ControlOrMeta+a")
+                await page.keyboard.press("Delete")
+            return CanaryReport(True, None, walk.fallback_used, dict(walk.matched),
+                                insufficient_credits=broke)
+        except FlowFailure as exc:
+            return CanaryReport(exc.kind == "insufficient_credits", exc.step,
+                                walk.fallback_used, dict(walk.matched),
+                                f"{exc.kind}: {exc.message}",
+                                insufficient_credits=exc.kind == "insufficient_credits")
+        except LoginRequired as exc:
+            return CanaryReport(False, step, walk.fallback_used, dict(walk.matched), exc.message)
+        except PlaywrightError as exc:
+            return CanaryReport(False, step, walk.fallback_used, dict(walk.matched),
+                                f"browser error: {str(exc).splitlines()[0][:200]}")
 
-    async def _settings(self, page: Page, req: ClipRequest) -> None:
-        await click(page, sel.SETTINGS, "settings")
-        menu_step = "settings_menu"
-        await click(page, sel.MODE_FRAMES if req.first_frame else sel.MODE_TEXT, menu_step)
-        await click(page, sel.ASPECT[req.aspect_ratio], menu_step)
-        await click(page, sel.count(req.count), menu_step)
-        if req.model_label:
-            await click(page, sel.model(req.model_label), menu_step)
-        await page.keyboard.press("Escape")
-
-    async def _frame(self, page: Page, slot: str, frame: tuple[bytes, str],
-                     downloads: Path) -> None:
-        data, mime = frame
-        ext = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}.get(mime, "png")
-        path = downloads / f"{slot}.{ext}"
-        await asyncio.to_thread(path.write_bytes, data)
-        await click(page, sel.FRAME_SLOT[slot], f"frame_{slot}")
-        upload = await find(page, sel.UPLOAD_MEDIA, f"frame_{slot}_upload")
-        async with page.expect_file_chooser() as chooser:
-            await upload.click()
-        await (await chooser.value).set_files(str(path))
-        add = await find(page, sel.ADD_TO_PROMPT, f"frame_{slot}_add")
-        deadline = time.monotonic() + 60  # Flow's own upload takes 20-30 s (research §1)
-        while not await add.is_enabled():
-            if time.monotonic() > deadline:
-                raise FlowFailure("timeout", f"the {slot} frame upload never finished",
-                                  f"frame_{slot}")
-            await asyncio.sleep(0.1)
-        await add.click()
-
-    async def _tile_ids(self, page: Page) -> list[str]:
-        ids: list[str] = await page.locator(sel.TILE).evaluate_all(
-            f"els => els.map(e => e.getAttribute('{sel.TILE_ID}'))")
-        return ids
-
-    async def _wait_tiles(self, page: Page, before: set[str], count: int,
-                          progress: Progress) -> list[str]:
-        """Follow only the tiles this submit created; old tiles on the page are ignored."""
-        deadline = time.monotonic() + self.timeout
+    async def _submitted(self, walk: _Walk, traffic: _Traffic,
+                         req: ClipRequest) -> _Submission:
+        """The answer to this page's submit: the workflow id and its media, or the refusal."""
+        deadline = time.monotonic() + self.step_timeout
         while True:
-            if await is_login_page(page):
-                raise LoginRequired("Flow showed a sign-in page while generating")
-            tiles = await page.locator(sel.TILE).evaluate_all(
-                f"""els => els.map(e => ({{id: e.getAttribute('{sel.TILE_ID}'),
-                    text: e.innerText, video: !!e.querySelector('video')}}))""")
-            new = [t for t in tiles if t["id"] not in before]
-            if len(new) > count:
-                new = new[:count]
-            for t in new:
-                for text, kind in sel.FAILURE_TEXTS:
-                    if text in t["text"]:
-                        message = " ".join(t["text"].split())[:300]
-                        raise FlowFailure(kind, message, "wait")
-            if len(new) == count and all(t["video"] for t in new):
-                return [t["id"] for t in new]
-            if new:
-                pcts = [100 if t["video"] else int(m.group(1)) if (m := _PERCENT.search(
-                    t["text"])) else 0 for t in new]
-                await progress(sum(pcts) // count)
-            else:
-                await self._check_credits(page)
+            reply = await traffic.next(POLL * 5)
+            if reply is not None and reply.rpc in sel.SUBMIT_RPCS and (
+                    reply.args is None or req.prompt in _strings(reply.args)):
+                if reply.payload is None:
+                    if reply.error == ["http", 401]:
+                        raise LoginRequired("Flow answered the submit as signed out")
+                    kind, message = classify_error(reply.error, at_submit=True)
+                    raise FlowFailure(kind, f"Flow refused the submit: {message}", "submit")
+                workflow, media = _submission_ids(reply.payload)
+                return _Submission(workflow, media, reply.rpc)
+            await walk.guard("submit")
+            if time.monotonic() > deadline:
+                raise FlowFailure("timeout", "the page sent the submit but no answer came",
+                                  "submit")
+
+    async def _follow(self, walk: _Walk, traffic: _Traffic, sub: _Submission,
+                      progress: Progress) -> dict[str, tuple[str, str | None]]:
+        """Follow this submission's records through the page's polls to the signed URLs."""
+        deadline = time.monotonic() + self.timeout
+        percent = dict.fromkeys(sub.media, 0)
+        urls: dict[str, tuple[str, str | None]] = {}
+        last = -1
+        while True:
+            reply = await traffic.next(0.25)
+            if reply is not None and reply.payload is not None:
+                records = _records(reply.payload, sub.media)
+                if reply.rpc == sel.STATUS_RPC:
+                    for mid, rec in records.items():
+                        status = rec[1] if len(rec) > 1 and isinstance(rec[1], int) else None
+                        reasons = [r for s in _strings(rec[1:]) for r in sel.REASON.findall(s)]
+                        if reasons or (status is not None and status != sel.RECORD_DONE
+                                       and status not in sel.RECORD_PENDING):
+                            await self._failed(walk, rec[1:])
+                        if status == sel.RECORD_DONE:
+                            percent[mid] = 100
+                        elif len(rec) > 2 and isinstance(rec[2], int):
+                            percent[mid] = max(percent[mid], min(rec[2], 99))
+                elif reply.rpc == sel.URL_RPC:
+                    for mid, rec in records.items():
+                        found = [s for s in _strings(rec[1:]) if s.startswith(("http", "/"))]
+                        video = next((u for u in found if "/video/" in u), found[0] if found
+                                     else None)
+                        if video:
+                            poster = next((u for u in found if u != video), None)
+                            urls[mid] = (urljoin(walk.page.url, video),
+                                         urljoin(walk.page.url, poster) if poster else None)
+            if len(urls) == len(sub.media):
+                return urls
+            overall = min(99, sum(percent.values()) // len(percent))
+            if overall != last:
+                last = overall
+                await progress(overall)
+            await walk.guard("wait")
             if time.monotonic() > deadline:
                 raise FlowFailure("timeout", f"the generation did not finish within "
                                   f"{self.timeout:.0f} s", "wait")
-            await asyncio.sleep(POLL)
 
-    async def _download(self, page: Page, tile_id: str, downloads: Path) -> Path:
-        tile = page.locator(f"[{sel.TILE_ID}='{tile_id}']")
-        await tile.scroll_into_view_if_needed()
-        await tile.hover()
-        await click(page, sel.DOWNLOAD_BUTTON, "download_menu", root=tile)
-        item = await find(page, sel.DOWNLOAD_ORIGINAL, "download_item")
-        async with page.expect_download(timeout=60_000) as info:
-            await item.click()
-        download = await info.value
-        target = downloads / f"{tile_id}.mp4"
-        await download.save_as(target)
-        return target
+    async def _failed(self, walk: _Walk, record: Any) -> None:
+        kind, message = classify_error(record, at_submit=False)
+        # the newest error tile says it in the page's words (English builds: also its class)
+        with contextlib.suppress(PlaywrightError):
+            await asyncio.sleep(0.2)
+            tile = walk.page.locator(sel.TILE_ERROR).first
+            if await tile.count():
+                text = _norm(await tile.inner_text(timeout=1000))
+                low = text.lower()
+                if not sel.REASON.search(message):
+                    kind = next((k for t, k in sel.FAILURE_TEXTS if t.lower() in low), kind)
+                message = f"{message}: {text}"[:400]
+        raise FlowFailure(kind, message, "wait")
+
+    async def _cross_check(self, page: Page, urls: dict[str, tuple[str, str | None]]) -> None:
+        """The tiles should show the videos the records named; a mismatch is logged only, since
+        the records are what the page itself acts on."""
+        missing: list[str] = []
+        for _ in range(10):
+            missing = []
+            for mid in urls:
+                with contextlib.suppress(PlaywrightError):
+                    if not await page.locator(f"{sel.TILE_VIDEO}[src*='{mid}']").count():
+                        missing.append(mid)
+            if not missing:
+                return
+            await asyncio.sleep(0.2)
+        log.warning("flow.tile_mismatch", missing=len(missing), expected=len(urls))
+
+    async def _download_all(self, page: Page, sub: _Submission,
+                            urls: dict[str, tuple[str, str | None]],
+                            folder: Path) -> list[FlowVideo]:
+        videos = []
+        for variant, mid in enumerate(sub.media):
+            video_url, poster_url = urls[mid]
+            body = await self._fetch(page, video_url, "video")
+            if body[4:8] != b"ftyp":
+                raise FlowFailure("generation_failed", "the video URL answered something that "
+                                  f"is not an MP4 (it starts {body[:12]!r})", "download")
+            path = folder / f"{sub.workflow}-{variant}.mp4"
+            await asyncio.to_thread(path.write_bytes, body)
+            poster = None
+            if poster_url:
+                try:
+                    image = await self._fetch(page, poster_url, "poster")
+                except FlowFailure as exc:
+                    log.warning("flow.poster_failed", error=exc.message)
+                    image = b""
+                if image[:3] == b"\xff\xd8\xff":
+                    poster = folder / f"{sub.workflow}-{variant}.jpg"
+                    await asyncio.to_thread(poster.write_bytes, image)
+            videos.append(FlowVideo(path, poster, sub.workflow, mid))
+        return videos
+
+    async def _fetch(self, page: Page, url: str, what: str) -> bytes:
+        # the context's request API sends the account's cookies, which the content host needs
+        resp = await page.context.request.get(url, timeout=self.timeout * 1000)
+        try:
+            if resp.status != 200:
+                raise FlowFailure("generation_failed", f"the {what} URL answered HTTP "
+                                  f"{resp.status}", "download")
+            return await resp.body()
+        finally:
+            await resp.dispose()
 
 
 def to_error(exc: FlowFailure, debug: dict[str, str]) -> GenerationFailed:
