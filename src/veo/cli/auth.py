@@ -90,7 +90,7 @@ async def upload(settings: config.Settings, path: Path) -> int:
 
 async def check(settings: config.Settings) -> int:
     from veo.browser.context import BrowserSession
-    from veo.browser.flow import is_login_page
+    from veo.browser.flow import LoginState, check_login
     from veo.services import opened
 
     async with opened(settings) as svc:
@@ -100,18 +100,19 @@ async def check(settings: config.Settings) -> int:
             print(f"no login state at {settings.flow_storage_state_key}: run "
                   "`veo-auth export --upload`")
             return 1
-        session = BrowserSession(executable=settings.flow_browser_executable, headless=True,
-                                 recycle_jobs=1_000_000)
+        # the worker's browser mode and login test: Google refuses headless browsers
+        session = BrowserSession(executable=settings.flow_browser_executable,
+                                 headless=settings.flow_headless, recycle_jobs=1_000_000)
         await session.load(loaded.state)
         try:
             async with session.page() as page:
-                await page.goto(settings.flow_base_url, wait_until="domcontentloaded")
-                ok = not await is_login_page(page)
+                state = await check_login(page, settings.flow_base_url)
         finally:
             await session.close()
+        ok = state is LoginState.SIGNED_IN
         if ok:
             await svc.db.flow_verified(settings.flow_account)
-    print(f"account {settings.flow_account}: {'logged in' if ok else 'NOT logged in'}")
+    print(f"account {settings.flow_account}: {'logged in' if ok else f'NOT logged in ({state})'}")
     return 0 if ok else 1
 
 
