@@ -287,8 +287,11 @@ RETURNING job_id;
 -- name: generations_of_clip
 SELECT * FROM generations WHERE job_id = $1 AND clip = $2 ORDER BY request;
 
+-- A spent generation is forgotten by the run that owns the job, never by a stale one (which
+-- would drop what a newer run submitted and make it pay for the same clip again).
 -- name: forget_generation
-DELETE FROM generations WHERE job_id = $1 AND clip = $2 AND request = $3;
+DELETE FROM generations WHERE job_id = $1 AND clip = $2 AND request = $3
+  AND EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND run_seq = $4 AND status = 'running');
 
 -- name: forget_clip_generations
 DELETE FROM generations WHERE job_id = $1 AND clip = $2;

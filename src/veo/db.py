@@ -585,8 +585,9 @@ class Db:
         return [_conv(r, Generation)
                 for r in await self._all("generations_of_clip", job_id, clip)]
 
-    async def forget_generation(self, job_id: str, clip: int, request: int) -> None:
-        await self._exec("forget_generation", job_id, clip, request)
+    async def forget_generation(self, job_id: str, run_seq: int, clip: int,
+                                request: int) -> bool:
+        return await self._exec("forget_generation", job_id, clip, request, run_seq) == 1
 
     async def select_variant(self, job_id: str, idx: int, variant: int) -> Clip | None:
         return _conv_opt(await self._one("select_variant", job_id, idx, variant), Clip)

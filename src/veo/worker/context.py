@@ -147,7 +147,7 @@ class ClipRun:
 
     async def forget_generation(self, request: int) -> None:
         """A failed or spent generation: the next run submits afresh instead of polling it."""
-        await self.db.forget_generation(self.job.id, self.clip.idx, request)
+        await self.db.forget_generation(self.job.id, self.job.run_seq, self.clip.idx, request)
 
     # ---- outputs
     async def existing_outputs(self) -> set[int]:
