@@ -193,6 +193,7 @@ class Term:
         enc = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
         self.fill, self.empty = ("█", "░") if enc in ("utf8", "utf16") else ("#", "-")
         self._lines = 0
+        self._drawn: list[str] = []
         self._cursor_hidden = False
 
     def width(self) -> int:
@@ -209,13 +210,17 @@ class Term:
         if not self.live:
             return
         width = self.width() - 1  # a line that fills the row would wrap and break the redraw
+        lines = [line[:width] for line in lines]
+        if self._lines and lines == self._drawn:
+            return
+        self._drawn = lines
         parts = []
         if not self._cursor_hidden:
             parts.append("\x1b[?25l")
             self._cursor_hidden = True
         if self._lines:
             parts.append(f"\x1b[{self._lines}F")
-        parts.extend(f"\x1b[2K{line[:width]}\n" for line in lines)
+        parts.extend(f"\x1b[2K{line}\n" for line in lines)
         parts.append("\x1b[J")
         self._lines = len(lines)
         self._write("".join(parts))
@@ -304,8 +309,9 @@ def _elapsed(seconds: float) -> str:
 
 def status_text(job: wire.JobOut) -> str:
     if job.status == "queued":
-        return "queued" + (f" (#{job.queue_position} in line)"
-                           if job.queue_position is not None else "")
+        ahead = job.queue_position  # jobs queued before this one
+        return "queued" + ("" if ahead is None else " (next in line)" if ahead == 0
+                           else f" ({ahead} ahead)")
     if job.status == "paused":
         reason = job.paused_reason or ""
         return f"paused: {PAUSED.get(reason, reason)}"
@@ -347,8 +353,9 @@ class JobView:
         width = self.term.width()
         bar_w = max(10, min(40, width - 60))
         pct = 100 if job.status == "succeeded" else job.progress
-        head = (f"{job.id}  {self.term.bar(pct, bar_w)} {pct:3d}%  {status_text(job)}  "
-                f"{_elapsed(time.monotonic() - self.started)}")
+        # the clock before the status: a narrow terminal cuts the end of the line
+        head = (f"{job.id}  {self.term.bar(pct, bar_w)} {pct:3d}%  "
+                f"{_elapsed(time.monotonic() - self.started)}  {status_text(job)}")
         lines = [head + (f"  {self.note}" if self.note else "")]
         if len(job.clips) > 1:
             room = max(3, self.term.height() - 3)
@@ -1003,7 +1010,7 @@ class BatchView:
                                               "pending", "failed", "canceled", "invalid",
                                               "error") if counts.get(s)]
         return (f"batch {finished}/{len(rs)} done  {self.out.term.bar(pct, bar_w)} {pct:3d}%  "
-                + " · ".join(parts) + f"  {_elapsed(time.monotonic() - self.started)}")
+                f"{_elapsed(time.monotonic() - self.started)}  " + " · ".join(parts))
 
     def render(self) -> None:
         self.out.term.draw([self.line()])
