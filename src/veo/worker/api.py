@@ -36,6 +36,15 @@ POLL_BUSY_WAIT = 2.0  # seconds to wait when a poll itself is rate limited (it c
 EXTEND_BY_ID_WITHIN = timedelta(hours=40)
 
 
+class _Spent(Exception):
+    """The interaction itself ended without a usable video (``failure`` says how), as opposed
+    to a poll that could not reach Google, after which the generation may still be fine."""
+
+    def __init__(self, failure: GenerationFailed) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+
+
 class Inputs:
     """What every request of a clip sends."""
 
@@ -181,11 +190,15 @@ class ApiBackend:
                 tried.add(lease.key_id)
                 handle = None
                 continue
-            except GenerationFailed as exc:
-                if exc.retryable or exc.code == "output_unavailable":
+            except _Spent as spent:
+                failure = spent.failure
+                if failure.retryable or failure.code == "output_unavailable":
                     # spent: the next run must submit afresh, never poll this one again
                     await run.forget_generation(request)
-                raise
+                raise failure from None
+            # a poll that failed to reach Google (GenerationFailed from the call itself, e.g.
+            # a network error or a 5xx) propagates as it is and keeps the generation: the next
+            # run resumes polling it instead of paying for it again
             await self.pool.ok(lease)
             return videos, lease
 
@@ -204,7 +217,7 @@ class ApiBackend:
         while True:
             result = outcome(await self.gemini.get(lease.secret, handle))
             if isinstance(result, GenerationFailed):
-                raise result
+                raise _Spent(result)
             if result is not None:
                 return result
             elapsed = time.monotonic() - started
