@@ -249,3 +249,92 @@ async def colour_at(path: str | Path, t: float) -> tuple[int, int, int]:
 
 def near(a: tuple[int, int, int], b: tuple[int, int, int], tol: int = 12) -> bool:
     return all(abs(x - y) <= tol for x, y in zip(a, b, strict=True))
+
+
+# ---- helpers of the run, fault, delivery and stream tests ------------------------------------
+
+def new_aq_key() -> str:
+    """A key of the newer ``AQ.`` shape, built at run time like ``new_key``."""
+    return "AQ" + "." + "Ab" + uuid.uuid4().hex + uuid.uuid4().hex[:10]
+
+
+def api_env(pg_dsn: str, redis_url: str, storage_dir: str | Path, gemini_url: str,
+            **extra: str) -> dict[str, str]:
+    """``make_env`` for the API backend against the fake Gemini API, with extra settings."""
+    return make_env(pg_dsn, redis_url, str(storage_dir), GEMINI_BASE_URL=gemini_url, **extra)
+
+
+async def until(condition: Callable[[], Any], seconds: float = 30, what: str = "") -> None:
+    """Wait until ``await condition()`` (or ``condition()``) is truthy; fail after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"not within {seconds} s: {what or condition}")
+
+
+async def job_row(h: Harness, job_id: str) -> dict[str, Any]:
+    row = await h.svc.db.pool.fetchrow("SELECT * FROM jobs WHERE id = $1", job_id)
+    assert row is not None
+    return dict(row)
+
+
+async def clip_rows(h: Harness, job_id: str) -> list[dict[str, Any]]:
+    rows = await h.svc.db.pool.fetch("SELECT * FROM clips WHERE job_id = $1 ORDER BY idx",
+                                     job_id)
+    return [dict(r) for r in rows]
+
+
+async def status_of(h: Harness, job_id: str) -> str:
+    return str((await job_row(h, job_id))["status"])
+
+
+async def get_job(h: Harness, token: str, job_id: str) -> dict[str, Any]:
+    resp = await h.http.get(f"/api/jobs/{job_id}", headers=h.auth(token))
+    assert resp.status_code == 200, resp.text
+    body: dict[str, Any] = resp.json()
+    return body
+
+
+def polls_of(fake: Any, interaction: str) -> list[dict[str, Any]]:
+    """The fake Gemini API's recorded GETs of one interaction."""
+    return [r for r in fake.requests if r["kind"] == "get" and r.get("interaction") == interaction]
+
+
+async def stop_process(proc: asyncio.subprocess.Process, sig: int = signal.SIGTERM,
+                       timeout: float = 30) -> None:
+    """Signal a process this test started and wait for it; SIGKILL if it lingers."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(sig)
+        try:
+            await asyncio.wait_for(proc.wait(), timeout)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+
+
+async def terminate_backends(admin_dsn: str, database: str) -> int:
+    """``pg_terminate_backend`` every connection to ``database`` but this one's: what a
+    PostgreSQL failover or an operator's kill looks like to the service."""
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT pg_terminate_backend(pid) AS done FROM pg_stat_activity "
+            "WHERE datname = $1 AND pid <> pg_backend_pid()", database)
+        return sum(1 for r in rows if r["done"])
+    finally:
+        await conn.close()
+
+
+async def make_user(h: Harness, name: str, admin: bool = False) -> tuple[Any, str]:
+    """A user row (typed) and its bearer token."""
+    token = new_token()
+    return await h.svc.db.create_user(name, admin, token_hash(token)), token

@@ -122,7 +122,7 @@ class MemoryKeys:
 
     async def next_key_free(self, user_id: str, window: float) -> datetime | None:
         times = [r.cooling_until for r in self._mine(user_id)
-                 if r.status == "cooling" and r.cooling_until]
+                 if r.status == "cooling" and r.cooling_until and r.cooling_until > _now()]
         for r in self._mine(user_id):
             limit, used = self.limits[r.id], self._used(r.id, window)
             if r.status != "invalid" and limit is not None and len(used) >= limit:
@@ -138,6 +138,11 @@ class MemoryKeys:
 
     async def give_back_use(self, use_id: int) -> None:
         self.uses = [u for u in self.uses if u.id != use_id]
+
+    async def date_use(self, use_id: int) -> None:
+        for use in self.uses:
+            if use.id == use_id:
+                use.at = time.time()
 
     async def cool_key(self, key_id: str, base_seconds: float, max_seconds: float, error: str,
                        retry_after: float | None = None) -> tuple[datetime, int] | None:
