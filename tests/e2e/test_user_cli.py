@@ -479,6 +479,7 @@ async def test_ctrl_c_asks_whether_to_cancel(service: tuple[Harness, str],
 
 
 @pytest.mark.browser
+@pytest.mark.timeout(400)
 async def test_generate_against_the_demo_shows_a_progress_bar(
         own_database: str, redis_url: str, redis: Any, tmp_path: Path) -> None:
     port = free_port()
