@@ -25,7 +25,17 @@ from typing import Any
 
 import pytest
 
-from tests.harness import CHROMIUM, Harness, add_key, eventually, free_port, new_key, png
+from tests.harness import (
+    CHROMIUM,
+    Harness,
+    add_key,
+    eventually,
+    free_port,
+    make_env,
+    new_key,
+    png,
+    running,
+)
 from veo.client import AsyncClient, Client, InvalidRequest, NotFound, Unauthorized
 from veo.sandbox import mp4
 from veo.sandbox.gemini import FakeGemini
@@ -564,3 +574,23 @@ async def test_generate_final(service: tuple[Harness, str], tmp_path: Path) -> N
     assert out.split() == [f"v/{job['id']}-0-0.mp4", f"v/{job['id']}-final.mp4"]
     final = (tmp_path / out.split()[1]).read_bytes()
     assert hashlib.sha256(final).hexdigest() == job["final"]["sha256"]
+
+
+async def test_downloads_follow_presigned_redirects(pg_dsn: str, redis_url: str, redis: Any,
+                                                    tmp_path: Path, fake_gemini: FakeGemini,
+                                                    s3_server: str, s3_bucket: str) -> None:
+    env = make_env(pg_dsn, redis_url, str(tmp_path / "unused"), GEMINI_BASE_URL=fake_gemini.url,
+                   S3_ENDPOINT=s3_server, S3_BUCKET=s3_bucket, S3_ACCESS_KEY="test",
+                   S3_SECRET_KEY="test", S3_REGION="us-east-1")
+    async with running(env) as h:
+        _, token = await h.user("s3cli")
+        await add_key(h, token, new_key("s3"))
+        await h.start_worker()
+        code, out, err = await veo(["generate", "into the bucket", "--out", "v"],
+                                   user_env(h, token), cwd=tmp_path)
+        assert code == 0, err
+        (job,) = await my_jobs(h, token)
+        resp = await h.http.get(job["outputs"][0]["url"], headers=h.auth(token))
+        assert resp.status_code == 302 and resp.headers["location"].startswith(s3_server)
+        data = (tmp_path / out.strip()).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == job["outputs"][0]["sha256"]
