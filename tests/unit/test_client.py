@@ -223,7 +223,7 @@ async def test_events_reconnect_after_drop_and_stop_at_terminal() -> None:
     calls = 0
 
     async def dropped() -> AsyncIterator[bytes]:
-        yield sse(": keepalive\n\n", job_event("job_1", "queued"))
+        yield sse(": keepalive\n\n", "id: 5\n", job_event("job_1", "queued"))
         yield sse(job_event("job_1", "running", 40), "data: half an ev")
         raise httpx.ReadError("connection reset")
 
@@ -235,6 +235,8 @@ async def test_events_reconnect_after_drop_and_stop_at_terminal() -> None:
         headers = {"content-type": "text/event-stream"}
         if calls == 1:
             return httpx.Response(200, headers=headers, content=dropped())
+        # a reconnect says where the dropped stream stopped
+        assert request.headers.get("last-event-id") == (None if calls == 1 else "5")
         if calls == 2:
             return httpx.Response(503, headers={"retry-after": "3"})
         return httpx.Response(200, headers=headers, content=sse(

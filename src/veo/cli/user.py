@@ -26,7 +26,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import Any, TextIO
 
 import msgspec
 
@@ -43,8 +43,6 @@ from veo.client import (
 )
 from veo.client._core import DEFAULT_URL, file_sha256
 from veo.jobs import TERMINAL
-
-T = TypeVar("T")
 
 COMMANDS = frozenset({"generate", "jobs", "batch"})
 
