@@ -9,7 +9,6 @@ import os
 import stat
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -17,7 +16,9 @@ from tests.harness import CHROMIUM, SECRET
 from veo import config, flow_state
 from veo.crypto import Box
 from veo.gemini import KeyCheck
+from veo.jobs import ClipSpec
 from veo.keypool import PURPOSE, KeyPool
+from veo.records import Params
 from veo.sandbox.flow import FakeFlow
 from veo.services import build_services
 
@@ -56,9 +57,43 @@ async def test_migrate_and_users(cli_env: dict[str, str]) -> None:
         from veo.services import token_hash
 
         user = await svc.db.user_by_token_hash(token_hash(token))
-        assert user is not None and user["is_admin"] and user["name"] == "ops-person"
+        assert user is not None and user.is_admin and user.name == "ops-person"
     finally:
         await svc.close()
+    # revoking: the old token stops working at once; --new-token prints a working one
+    code, out = await run(["veo", "users", "revoke", "ops-person", "--new-token"], cli_env)
+    assert code == 0 and "revoked 1 token(s)" in out, out
+    fresh = out.split("new token (shown once): ")[1].split()[0]
+    svc = await build_services(settings)
+    try:
+        assert await svc.db.user_by_token_hash(token_hash(token)) is None
+        assert await svc.db.user_by_token_hash(token_hash(fresh)) is not None
+    finally:
+        await svc.close()
+    code, out = await run(["veo", "users", "revoke", "nobody-by-that-name"], cli_env)
+    assert code == 1 and "no user named" in out
+
+
+async def test_models_lists_the_catalog_and_honours_the_models_file(tmp_path: Path) -> None:
+    env = {"VEO_MODELS_FILE": str(tmp_path / "models.toml")}
+    (tmp_path / "models.toml").write_text(
+        '[models."gemini-omni-1.1-flash"]\nshutdown = 2026-11-30\n'
+        'replacement = "gemini-omni-1.2-flash"\n'
+        '[models."omni-next"]\nprotocol = "interactions"\nbackends = ["api"]\n'
+        'resolutions = ["720p"]\ndurations = [5]\ndefault_duration = 5\n')
+    code, out = await run(["veo", "models"], {})  # no secret, no database needed
+    assert code == 0 and "gemini-omni-1.1-flash" in out and "default" in out
+    assert "veo-3.1-fast-generate-preview" in out and "retired 2026-10-22" in out
+    code, out = await run(["veo", "models", "--json"], env)
+    assert code == 0, out
+    models = {m["id"]: m for m in json.loads(out)}
+    # an entry added and a shutdown moved without a release
+    assert models["omni-next"]["capabilities"]["api"]["durations"] == [5]
+    assert models["gemini-omni-1.1-flash"]["retired"] is True
+    assert models["gemini-omni-1.1-flash"]["replacement"] == "gemini-omni-1.2-flash"
+    (tmp_path / "models.toml").write_text("[models.broken]\nbackends = 3\n")
+    code, out = await run(["veo", "models"], env)
+    assert code == 2 and "broken" in out
 
 
 async def test_missing_secret_exits_naming_it(cli_env: dict[str, str]) -> None:
@@ -108,14 +143,14 @@ async def test_flow_status_and_retry_failed(cli_env: dict[str, str]) -> None:
     svc = await build_services(settings)
     try:
         user = await svc.db.create_user("flowcli", False, "hash-flowcli")
-        job, _ = await svc.db.create_job(
-            user_id=user["id"], backend="flow", requested_backend="flow",
-            model="veo-3.1-fast-generate-preview", params={}, webhook_url=None,
-            idempotency_key=None, request_hash=None, flow_account="cli",
-            clips=[("p", None, None)])
+        job = await svc.db.create_job(
+            user_id=user.id, backend="flow", requested_backend="flow",
+            model="veo-3.1-fast", params=Params(), webhook_url=None,
+            idempotency_key=None, request_hash=None, flow_account="cli", continuity="none",
+            final_options=None, clips=[ClipSpec(prompt="p")])
         await svc.db.pool.execute(
             "UPDATE jobs SET status = 'failed', error = '{\"code\": \"policy\"}' WHERE id = $1",
-            job["id"])
+            job.id)
         code, out = await run(["veo", "flow", "status"], cli_env)
         assert code == 0, out
         assert "account:          cli" in out and "failed:" in out
@@ -123,9 +158,9 @@ async def test_flow_status_and_retry_failed(cli_env: dict[str, str]) -> None:
         assert failed_before >= 1
         code, out = await run(["veo", "flow", "retry-failed"], cli_env)
         assert code == 0 and "re-queued" in out
-        row = await svc.db.get_job(job["id"])
-        assert row is not None and row["status"] == "queued" and row["run_seq"] == 1
-        arq_key = f"arq:job:veo:{job['id']}:1"
+        row = await svc.db.get_job(job.id)
+        assert row is not None and row.status == "queued" and row.run_seq == 1
+        arq_key = f"arq:job:veo:{job.id}:1"
         assert await svc.redis.exists(arq_key)
     finally:
         await svc.close()
@@ -146,14 +181,14 @@ async def test_rotate_secret_end_to_end(cli_env: dict[str, str], own_database: s
 
         pool = KeyPool(svc.db, svc.box, old_settings)
         keys = [f"AIza-rotate-{i}-0123456789abcdef" for i in range(4)]
-        rows: list[dict[str, Any]] = [await pool.add(user["id"], k, None, fine) for k in keys]
+        rows = [await pool.add(user.id, k, None, fine) for k in keys]
         await flow_state.write(svc.storage, svc.box, "cli", fake_flow.storage_state(),
                                "flow/auth/cli/storage_state.json")
         # an interrupted earlier run: half the keys already carry the new secret
         new_box = Box(new_secret)
         for row, key in list(zip(rows, keys, strict=True))[:2]:
-            await svc.db.update_key_enc(row["id"], new_box.encrypt(key.encode(), PURPOSE),
-                                        row["key_enc"])
+            await svc.db.update_key_enc(row.id, new_box.encrypt(key.encode(), PURPOSE),
+                                        row.key_enc)
     finally:
         await svc.close()
     env = {**cli_env, "VEO_SECRET_KEY": new_secret, "VEO_OLD_SECRET_KEY": SECRET}
@@ -169,7 +204,7 @@ async def test_rotate_secret_end_to_end(cli_env: dict[str, str], own_database: s
         pool = KeyPool(svc.db, svc.box, new_settings)
         got = set()
         for _ in keys:
-            lease = await pool.acquire(user["id"], frozenset(got))
+            lease = await pool.acquire(user.id, frozenset(got))
             got.add(lease.key_id)
             assert lease.secret in keys
         loaded = await flow_state.read(svc.storage, svc.box, "cli",
