@@ -47,12 +47,16 @@ RECONCILER_LOCK = 7_202_612  # held by the one reconciler that runs at a time
 
 T = TypeVar("T")
 
-# what a dropped or refused connection looks like to asyncpg
+# what a dropped or refused connection looks like to asyncpg. A pooled connection that was idle
+# when the server terminated it may still hold the server's goodbye unread: the next query on it
+# fails with InternalClientError ("cannot switch to state N; another operation (2) is in
+# progress", MagicStack/asyncpg#1069) before anything is sent.
 _DROPPED = (asyncpg.exceptions.ConnectionDoesNotExistError,
             asyncpg.exceptions.AdminShutdownError,
             asyncpg.exceptions.CannotConnectNowError,
             asyncpg.exceptions.ConnectionFailureError,
             asyncpg.exceptions.InterfaceError,
+            asyncpg.exceptions.InternalClientError,
             ConnectionError, OSError)
 
 
