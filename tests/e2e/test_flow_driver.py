@@ -233,6 +233,24 @@ async def test_unknown_markup_is_selector_drift(fake: FakeFlow, session: Browser
     assert not fake.submits or fake.submits[-1]["prompt"] != "drifted"
 
 
+async def test_unreadable_rpcs_fall_back_to_the_tiles(fake: FakeFlow, session: BrowserSession,
+                                                      driver: FlowDriver,
+                                                      tmp_path: Path) -> None:
+    """A build whose RPCs this driver cannot read: the results come from the tiles that were
+    not on the page before the submit, and failures from the error tile's text."""
+    fake.drift = {"rpc"}
+    req = ClipRequest(prompt=f"tiles only {uuid.uuid4().hex[:6]}", count=2)
+    videos = await generate(session, driver, req, tmp_path)
+    idents = [identity(v) for v in videos]
+    assert {i["prompt"] for i in idents} == {req.prompt}
+    assert sorted(i["sample"] for i in idents) == [0, 1]
+    assert all(v.workflow_id == "" and v.poster is not None for v in videos)
+    for marker, kind in (("[policy]", "policy"), ("[ratelimit]", "rate_limited")):
+        with pytest.raises(FlowFailure) as info:
+            await generate(session, driver, ClipRequest(f"tiles {marker}"), tmp_path)
+        assert info.value.kind == kind, info.value.message
+
+
 @pytest.mark.parametrize("variant", VARIANT_NAMES)
 async def test_insufficient_credits_is_not_drift(fake: FakeFlow, session: BrowserSession,
                                                  driver: FlowDriver, variant: str,
@@ -300,9 +318,10 @@ async def test_unavailable_account(fake: FakeFlow, session: BrowserSession, driv
     assert info.value.kind == "account_unavailable"
 
 
+@pytest.mark.parametrize("refusal", ["redirect", "403"])
 async def test_headless_is_rejected(fake: FakeFlow, session: BrowserSession, driver: FlowDriver,
-                                   tmp_path: Path) -> None:
-    fake.refuse_headless = True
+                                   refusal: str, tmp_path: Path) -> None:
+    fake.refuse_headless, fake.refusal = True, refusal
     async with session.page() as page:
         assert await check_login(page, fake.home) is LoginState.REJECTED
     with pytest.raises(FlowFailure) as info:

@@ -21,7 +21,6 @@ import enum
 import json
 import re
 import secrets
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -34,7 +33,7 @@ from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from veo import logs
 from veo.browser import selectors as sel
-from veo.errors import GenerationFailed, LoginRequired
+from veo.errors import LoginRequired
 
 log = logs.get_logger("veo.browser.flow")
 
@@ -244,26 +243,55 @@ def _strings(value: Any) -> list[str]:
     return [v for v in _walk(value) if isinstance(v, str)]
 
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-.:]{7,}$")
+# an identifier: no spaces, at least one digit (so no enum name like STATUS_PENDING)
+_ID = re.compile(r"^(?=.*\d)[A-Za-z0-9][A-Za-z0-9_\-.:]{7,}$")
+_PERCENT = re.compile(r"(\d{1,3})\s*%")
+_VIDEO_TILES = """els => els.map(e => {
+  const v = e.querySelector('video'), i = e.querySelector('img');
+  return [v ? v.getAttribute('src') : null,
+          (v && v.getAttribute('poster')) || (i ? i.getAttribute('src') : null)];
+})"""
 
 
-def _submission_ids(payload: Any) -> tuple[str, list[str]]:
-    """(workflow id, media ids in the order the answer lists them) of a submit answer."""
-    ids = [s for s in _strings(payload) if _ID.match(s)]
+def _submission_ids(payload: Any) -> tuple[str, list[str]] | None:
+    """(workflow id, media ids in the order the answer lists them) of a submit answer: its
+    id-like strings in order, the first naming the workflow."""
+    ids = list(dict.fromkeys(s for s in _strings(payload) if _ID.match(s)))
     if len(ids) < 2:
-        raise FlowFailure("generation_failed", "the submit answer named no workflow and media "
-                          f"(got {json.dumps(payload)[:200]})", "submit")
-    return ids[0], list(dict.fromkeys(ids[1:]))
+        return None
+    return ids[0], ids[1:]
 
 
-def _records(payload: Any, ids: list[str]) -> dict[str, list[Any]]:
-    """The lists in an answer that begin with one of ``ids``: one record per media."""
+def _records(payload: Any, ids: list[str]) -> dict[str, Any]:
+    """The records of an answer that name one of ``ids``: a list that begins with the id, or
+    an object that holds it."""
     wanted = set(ids)
-    out: dict[str, list[Any]] = {}
+    out: dict[str, Any] = {}
     for node in _walk(payload):
         if isinstance(node, list) and node and isinstance(node[0], str) and node[0] in wanted:
             out.setdefault(node[0], node)
+        elif isinstance(node, dict):
+            for value in node.values():
+                if isinstance(value, str) and value in wanted:
+                    out.setdefault(value, node)
+                    break
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class _Grid:
+    """What the tile grid showed before the submit."""
+
+    videos: frozenset[str]  # src of every video tile
+    errors: int
+    tiles: int
+
+
+async def _grid(page: Page) -> _Grid:
+    srcs: list[str] = await page.locator(sel.TILE_VIDEO).evaluate_all(
+        "els => els.map(e => e.getAttribute('src') || '')")
+    return _Grid(frozenset(srcs), await page.locator(sel.TILE_ERROR).count(),
+                 await page.locator(sel.ANY_TILE).count())
 
 
 def classify_error(error: Any, at_submit: bool) -> tuple[str, str]:
@@ -324,11 +352,11 @@ class _Traffic:
 
     async def _read(self, response: Response) -> None:
         ids = _rpc_ids(response.url)
-        args = _request_args(response.request.post_data)
         try:
+            args = _request_args(response.request.post_data)
             body = await response.text()
-        except PlaywrightError:
-            body = ""
+        except PlaywrightError:  # the page went away meanwhile
+            return
         entries = parse_batchexecute(body)
         if not entries and response.status >= 400:
             for rpc in ids:
@@ -395,6 +423,10 @@ def _classify_groups(radios: list[dict[str, Any]]) -> dict[str, list[dict[str, A
             continue
         out.setdefault(name, members)
     return out
+
+
+_ANY_BLOCKER = ", ".join((*sel.PROMO_CLOSE, sel.MODAL_DIALOG, *sel.COOKIE_BUTTON,
+                          *sel.AGENT_MODE_ON))
 
 
 class _Walk:
@@ -490,6 +522,9 @@ class _Walk:
         """Close what covers the composer: promo dialogs, the cookie bar, agent mode."""
         cleared: list[str] = []
         for _ in range(4):  # clearing one may uncover the next
+            # one look for all of them first: this runs before nearly every click
+            if not await _count(self.page.locator(_ANY_BLOCKER).filter(visible=True)):
+                break
             close = await self.visible(sel.PROMO_CLOSE, "promo_close")
             if close is not None and await self._tap(close.first):
                 cleared.append("promo")
@@ -526,9 +561,10 @@ class _Walk:
         it never comes, classify the address the page settled on."""
         response = await self.page.goto(home_url, wait_until="domcontentloaded")
         status = response.status if response is not None else None
-        deadline = time.monotonic() + self.step_timeout
+        started = time.monotonic()
+        deadline = started + self.step_timeout
         seen: LoginState | None = None
-        since = time.monotonic()
+        since = started
         clicked_at: float | None = None
         while True:
             if await self.visible(sel.SETTINGS_TRIGGER, "settings_trigger"):
@@ -537,6 +573,8 @@ class _Walk:
             if state is None and await self.visible((sel.UNAVAILABLE_SCREEN,)):
                 state = LoginState.UNAVAILABLE
             now = time.monotonic()
+            if state is None and status == 403 and now - started >= SETTLE:
+                state = LoginState.REJECTED  # Google answers a refused browser 403 at once
             if state != seen:
                 seen, since = state, now
             elif state is not None and now - since >= SETTLE:
@@ -552,8 +590,6 @@ class _Walk:
             if now > deadline:
                 if state is not None:
                     return state
-                if status == 403:
-                    return LoginState.REJECTED
                 raise FlowFailure("selector_drift", "the settings trigger never appeared on a "
                                   f"Flow page ({urlsplit(self.page.url).path})", "login")
             await asyncio.sleep(POLL)
@@ -774,16 +810,27 @@ class _Walk:
                 await self.clear_blockers()
                 continue
             # a click that landed on an overlay mounting at that instant sends nothing; the
-            # editor still holding the prompt tells it apart from a slow submit
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(traffic.submit_seen.wait(), SUBMIT_RETRY)
-            if traffic.submits_sent > sent:
-                return
-            with contextlib.suppress(PlaywrightError):
-                if _norm(await editor.inner_text(timeout=1000)) != _norm(prompt):
-                    return  # the page took it; its request is just slow
+            # editor still holding the prompt tells it apart from a submit this driver cannot
+            # see (a request under another id) or a slow one
+            deadline = time.monotonic() + SUBMIT_RETRY
+            while time.monotonic() < deadline:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(traffic.submit_seen.wait(), POLL * 2)
+                if traffic.submits_sent > sent:
+                    return
+                with contextlib.suppress(PlaywrightError):
+                    if _norm(await editor.inner_text(timeout=1000)) != _norm(prompt):
+                        return  # the page took it
             await self.clear_blockers()
         raise FlowFailure("selector_drift", "clicking submit sent no request", "submit")
+
+
+async def _count(loc: Locator) -> int:
+    """Matches of ``loc``; 0 while the page is between documents."""
+    try:
+        return await loc.count()
+    except PlaywrightError:
+        return 0
 
 
 async def _enabled(button: Locator) -> bool:
@@ -857,16 +904,22 @@ class FlowDriver:
             step = "prompt"
             editor = await walk.enter_prompt(req.prompt)
             step = "submit"
+            grid = await _grid(page)
             await walk.submit(traffic, editor, req.prompt)
-            sub = await self._submitted(walk, traffic, req)
-            log.info("flow.submitted", workflow=sub.workflow, rpc=sub.rpc,
-                     samples=len(sub.media), model=model, settings=chosen,
-                     fallbacks=walk.fallback_used or None)
+            sub = await self._submitted(walk, traffic, req, grid)
             step = "wait"
-            urls = await self._follow(walk, traffic, sub, progress)
-            await self._cross_check(page, urls)
+            if sub is not None:
+                log.info("flow.submitted", workflow=sub.workflow, rpc=sub.rpc,
+                         samples=len(sub.media), model=model, settings=chosen,
+                         fallbacks=walk.fallback_used or None)
+                urls = await self._follow(walk, traffic, sub, grid, progress)
+                await self._cross_check(page, urls)
+                found = [(mid, *urls[mid]) for mid in sub.media]
+            else:
+                found = await self._follow_tiles(walk, grid, req.count, progress)
             step = "download"
-            videos = await self._download_all(page, sub, urls, downloads)
+            videos = await self._download_all(page, sub.workflow if sub else "", found,
+                                              downloads)
             await progress(100)
             return videos
         except (FlowFailure, LoginRequired):
@@ -930,12 +983,15 @@ class FlowDriver:
             return CanaryReport(False, step, walk.fallback_used, dict(walk.matched),
                                 f"browser error: {str(exc).splitlines()[0][:200]}")
 
-    async def _submitted(self, walk: _Walk, traffic: _Traffic,
-                         req: ClipRequest) -> _Submission:
-        """The answer to this page's submit: the workflow id and its media, or the refusal."""
+    async def _submitted(self, walk: _Walk, traffic: _Traffic, req: ClipRequest,
+                         grid: _Grid) -> _Submission | None:
+        """The answer to this page's submit: its workflow id and media, or the refusal. None
+        when no answer the driver can read came but the grid shows the generation starting (a
+        rendering whose RPCs look different): the caller then follows the tiles."""
         deadline = time.monotonic() + self.step_timeout
+        moved: float | None = None
         while True:
-            reply = await traffic.next(POLL * 5)
+            reply = await traffic.next(POLL * 3)
             if reply is not None and reply.rpc in sel.SUBMIT_RPCS and (
                     reply.args is None or req.prompt in _strings(reply.args)):
                 if reply.payload is None:
@@ -943,40 +999,58 @@ class FlowDriver:
                         raise LoginRequired("Flow answered the submit as signed out")
                     kind, message = classify_error(reply.error, at_submit=True)
                     raise FlowFailure(kind, f"Flow refused the submit: {message}", "submit")
-                workflow, media = _submission_ids(reply.payload)
-                return _Submission(workflow, media, reply.rpc)
+                ids = _submission_ids(reply.payload)
+                if ids is not None and len(ids[1]) == req.count:
+                    return _Submission(ids[0], ids[1], reply.rpc)
+                log.warning("flow.submit_unread", rpc=reply.rpc,
+                            answer=json.dumps(reply.payload)[:200])
+                return None
             await walk.guard("submit")
+            # the page adds its tiles once it has read its answer, so new tiles with no
+            # answer read here (after a moment's grace) mean RPCs this driver does not know
+            now = await _grid(walk.page)
+            if now.tiles > grid.tiles:
+                moved = moved or time.monotonic()
+                if time.monotonic() - moved > 1.0:
+                    if now.errors > grid.errors:
+                        await self._dom_failure(walk, "submit")
+                    log.warning("flow.submit_unread", rpc=None)
+                    return None
             if time.monotonic() > deadline:
                 raise FlowFailure("timeout", "the page sent the submit but no answer came",
                                   "submit")
 
-    async def _follow(self, walk: _Walk, traffic: _Traffic, sub: _Submission,
+    async def _follow(self, walk: _Walk, traffic: _Traffic, sub: _Submission, grid: _Grid,
                       progress: Progress) -> dict[str, tuple[str, str | None]]:
         """Follow this submission's records through the page's polls to the signed URLs."""
         deadline = time.monotonic() + self.timeout
         percent = dict.fromkeys(sub.media, 0)
         urls: dict[str, tuple[str, str | None]] = {}
         last = -1
+        looks = 0
+        error_seen: float | None = None
         while True:
             reply = await traffic.next(0.25)
             if reply is not None and reply.payload is not None:
                 records = _records(reply.payload, sub.media)
                 if reply.rpc == sel.STATUS_RPC:
                     for mid, rec in records.items():
-                        status = rec[1] if len(rec) > 1 and isinstance(rec[1], int) else None
-                        reasons = [r for s in _strings(rec[1:]) for r in sel.REASON.findall(s)]
-                        if reasons or (status is not None and status != sel.RECORD_DONE
-                                       and status not in sel.RECORD_PENDING):
-                            await self._failed(walk, rec[1:])
+                        if any(sel.REASON.search(s) for s in _strings(rec)):
+                            await self._failed(walk, rec)
+                        status = next((v for v in _walk(rec) if isinstance(v, int)
+                                       and not isinstance(v, bool)), None)
                         if status == sel.RECORD_DONE:
                             percent[mid] = 100
-                        elif len(rec) > 2 and isinstance(rec[2], int):
-                            percent[mid] = max(percent[mid], min(rec[2], 99))
+                        else:
+                            # unknown statuses count as pending: a failure names its reason
+                            numbers = [v for v in _walk(rec) if isinstance(v, int)]
+                            if len(numbers) > 1 and 0 <= numbers[1] <= 100:
+                                percent[mid] = max(percent[mid], min(numbers[1], 99))
                 elif reply.rpc == sel.URL_RPC:
                     for mid, rec in records.items():
-                        found = [s for s in _strings(rec[1:]) if s.startswith(("http", "/"))]
-                        video = next((u for u in found if "/video/" in u), found[0] if found
-                                     else None)
+                        found = [u for u in _strings(rec) if u.startswith(("http", "/"))]
+                        video = next((u for u in found if "/video/" in u),
+                                     found[0] if found else None)
                         if video:
                             poster = next((u for u in found if u != video), None)
                             urls[mid] = (urljoin(walk.page.url, video),
@@ -988,23 +1062,63 @@ class FlowDriver:
                 last = overall
                 await progress(overall)
             await walk.guard("wait")
+            looks += 1
+            if looks % 4 == 0 and await walk.page.locator(sel.TILE_ERROR).count() > grid.errors:
+                # a new error tile: its RPC answer says why in any language, so it gets a
+                # moment to arrive before the tile's own text is read
+                error_seen = error_seen or time.monotonic()
+                if time.monotonic() - error_seen > 1.0:
+                    await self._dom_failure(walk, "wait")
             if time.monotonic() > deadline:
                 raise FlowFailure("timeout", f"the generation did not finish within "
                                   f"{self.timeout:.0f} s", "wait")
 
+    async def _follow_tiles(self, walk: _Walk, grid: _Grid, count: int,
+                            progress: Progress) -> list[tuple[str, str, str | None]]:
+        """Without readable RPC answers: the video tiles that were not on the page before the
+        submit, newest first as the grid lists them."""
+        page = walk.page
+        deadline = time.monotonic() + self.timeout
+        last = -1
+        while True:
+            tiles: list[list[str | None]] = await page.locator(sel.TILE_VIDEO_BOX).evaluate_all(
+                _VIDEO_TILES)
+            fresh = [(src, poster) for src, poster in tiles if src and src not in grid.videos]
+            if len(fresh) >= count:
+                return [("", urljoin(page.url, src), urljoin(page.url, poster) if poster else None)
+                        for src, poster in fresh[:count]]
+            if await page.locator(sel.TILE_ERROR).count() > grid.errors:
+                await self._dom_failure(walk, "wait")
+            texts = await page.locator(f"{sel.TILE_PENDING} {sel.TILE_PERCENT}").all_inner_texts()
+            pcts = [int(m.group(1)) for t in texts[:count] if (m := _PERCENT.search(t))]
+            overall = min(99, (sum(pcts) + 100 * len(fresh)) // count)
+            if overall != last:
+                last = overall
+                await progress(overall)
+            await walk.guard("wait")
+            if time.monotonic() > deadline:
+                raise FlowFailure("timeout", f"the generation did not finish within "
+                                  f"{self.timeout:.0f} s", "wait")
+            await asyncio.sleep(0.25)
+
     async def _failed(self, walk: _Walk, record: Any) -> None:
         kind, message = classify_error(record, at_submit=False)
-        # the newest error tile says it in the page's words (English builds: also its class)
+        # the newest error tile says it in the page's words
         with contextlib.suppress(PlaywrightError):
             await asyncio.sleep(0.2)
             tile = walk.page.locator(sel.TILE_ERROR).first
             if await tile.count():
-                text = _norm(await tile.inner_text(timeout=1000))
-                low = text.lower()
-                if not sel.REASON.search(message):
-                    kind = next((k for t, k in sel.FAILURE_TEXTS if t.lower() in low), kind)
-                message = f"{message}: {text}"[:400]
+                message = f"{message}: {_norm(await tile.inner_text(timeout=1000))}"[:400]
         raise FlowFailure(kind, message, "wait")
+
+    async def _dom_failure(self, walk: _Walk, step: str) -> None:
+        """A new error tile the network did not explain: classify its text (English builds)."""
+        text = ""
+        with contextlib.suppress(PlaywrightError):
+            text = _norm(await walk.page.locator(sel.TILE_ERROR).first.inner_text(timeout=1000))
+        low = text.lower()
+        kind = next((k for t, k in sel.FAILURE_TEXTS if t.lower() in low), "generation_failed")
+        raise FlowFailure(kind, f"the page shows an error tile: {text[:300]}", step)
 
     async def _cross_check(self, page: Page, urls: dict[str, tuple[str, str | None]]) -> None:
         """The tiles should show the videos the records named; a mismatch is logged only, since
@@ -1021,17 +1135,21 @@ class FlowDriver:
             await asyncio.sleep(0.2)
         log.warning("flow.tile_mismatch", missing=len(missing), expected=len(urls))
 
-    async def _download_all(self, page: Page, sub: _Submission,
-                            urls: dict[str, tuple[str, str | None]],
+    async def _download_all(self, page: Page, workflow: str,
+                            found: list[tuple[str, str, str | None]],
                             folder: Path) -> list[FlowVideo]:
+        """Fetch (media id, video URL, poster URL) in order; the videos must be MP4s."""
         videos = []
-        for variant, mid in enumerate(sub.media):
-            video_url, poster_url = urls[mid]
+        stem = workflow or f"flow-{secrets.token_hex(4)}"
+        for variant, (mid, video_url, poster_url) in enumerate(found):
+            if video_url.startswith("blob:"):
+                raise FlowFailure("generation_failed", "the tile holds a blob: URL, which only "
+                                  "the page itself can read", "download")
             body = await self._fetch(page, video_url, "video")
             if body[4:8] != b"ftyp":
                 raise FlowFailure("generation_failed", "the video URL answered something that "
                                   f"is not an MP4 (it starts {body[:12]!r})", "download")
-            path = folder / f"{sub.workflow}-{variant}.mp4"
+            path = folder / f"{stem}-{variant}.mp4"
             await asyncio.to_thread(path.write_bytes, body)
             poster = None
             if poster_url:
@@ -1041,9 +1159,9 @@ class FlowDriver:
                     log.warning("flow.poster_failed", error=exc.message)
                     image = b""
                 if image[:3] == b"\xff\xd8\xff":
-                    poster = folder / f"{sub.workflow}-{variant}.jpg"
+                    poster = folder / f"{stem}-{variant}.jpg"
                     await asyncio.to_thread(poster.write_bytes, image)
-            videos.append(FlowVideo(path, poster, sub.workflow, mid))
+            videos.append(FlowVideo(path, poster, workflow, mid))
         return videos
 
     async def _fetch(self, page: Page, url: str, what: str) -> bytes:
@@ -1056,13 +1174,3 @@ class FlowDriver:
             return await resp.body()
         finally:
             await resp.dispose()
-
-
-def to_error(exc: FlowFailure, debug: dict[str, str]) -> GenerationFailed:
-    return GenerationFailed(f"Flow {exc.kind.replace('_', ' ')}: {exc.message}", code=exc.kind,
-                            retryable=RETRYABLE.get(exc.kind, True),
-                            details={"step": exc.step, "debug": debug})
-
-
-def temp_dir() -> tempfile.TemporaryDirectory[str]:
-    return tempfile.TemporaryDirectory(prefix="veo-flow-")

@@ -177,18 +177,20 @@ ASSET_PICKER: Candidates = (
 
 # ---- results ----------------------------------------------------------------------------------
 
+# the grid lists the newest batch first; older tiles stay; uploads are tiles too
+TILE_VIDEO_BOX = "flow-video-tile"
 TILE_VIDEO = "flow-video-tile video"
 TILE_ERROR = "flow-error-tile"
 TILE_PENDING = "flow-pending-tile"
 TILE_PERCENT = ".loading-percentage"
+ANY_TILE = "flow-pending-tile, flow-video-tile, flow-error-tile"
 
 # the page's own RPCs (POST …/data/batchexecute?rpcids=<id>, form body f.req=…&at=…)
 BATCHEXECUTE_PATH = "/data/batchexecute"
 SUBMIT_RPCS = ("YhhmEf", "eb1hJf", "nprQif", "MZZa6b")  # text, image, start+end, ingredients
 STATUS_RPC = "jwpduf"  # the page polls it about every 5 s
 URL_RPC = "as29s"  # signed video and poster URLs, 2-8 s after a record is done
-RECORD_DONE = 3
-RECORD_PENDING = (6, 2)  # submitted, running
+RECORD_DONE = 3  # records also pass 6 (submitted) and 2 (running); a failure names its reason
 REASON = re.compile(r"PUBLIC_ERROR_[A-Z0-9_]+")
 
 # failure reason (from the page's RPC answers) -> failure class; first match wins, so the longer

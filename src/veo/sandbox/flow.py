@@ -61,6 +61,9 @@ SUBMIT_RPCS = {"YhhmEf": "text", "eb1hJf": "image", "nprQif": "frames", "MZZa6b"
 STATUS_RPC = "jwpduf"
 URL_RPC = "as29s"
 SITE_KEY = "6LdsFwEsAAAAAFakeFlowSiteKeyForTheSandbox"
+# drift {"rpc"}: a build whose RPCs have other ids, so only the tiles tell what happened
+RPC_ALIASES = {"QxZ9pe": "YhhmEf", "Lm2nOp": "eb1hJf", "Rs4tUv": "nprQif", "Wx6yZa": STATUS_RPC,
+               "Bc8dEf": URL_RPC}
 # record statuses as the page's polls carry them; FAILED is this fake's choice (not observed)
 SUBMITTED, RUNNING, DONE, FAILED = 6, 2, 3, 4
 
@@ -138,13 +141,24 @@ class Media:
 
 
 class FakeFlow(LoopbackServer):
-    """Controls (set them between generations): ``variant``, ``delay`` (seconds a generation
-    runs), ``poll_interval`` (the page's ``jwpduf`` period; the real app uses ~5 s),
-    ``url_delay`` (seconds between a done record and its signed URL; real: 2-8), ``hop_delay``,
-    ``token_lead``, ``upload_delay``, ``credits``, ``history`` (older tiles on a fresh project),
-    ``refuse_headless``, ``signed_out_to`` (``about`` | ``accounts``), ``accounts_base``,
-    ``unavailable``, ``auto_login``, ``promos``, ``cookie_bar``, ``drift`` (parts rendered in
-    markup no driver knows: ``{"radios"}``). Records: ``submits``, ``rpcs``, ``downloads``."""
+    """The fake site. Controls, set between generations (``reset()`` restores them):
+
+    - ``variant``: one of ``VARIANTS``;
+    - timings: ``delay`` (seconds a generation runs), ``poll_interval`` (the page's ``jwpduf``
+      period; real ~5 s), ``url_delay`` (done record -> signed URL; real 2-8 s), ``hop_delay``,
+      ``token_lead``, ``upload_delay``, ``boot_delay``;
+    - account: ``credits`` (balance; True/False for plenty/none), ``history`` (older tiles on a
+      fresh project), ``unavailable``, ``signed_out_to`` (``about`` | ``accounts``) with
+      ``accounts_base`` (empty: this origin), ``expire_all()``, ``new_session()``,
+      ``auto_login`` (the sign-in page completes itself);
+    - browser: ``refuse_headless`` with ``refusal`` (``redirect`` to /v3/signin/rejected, or
+      ``403``);
+    - page: ``promos``, ``cookie_bar``, ``drift`` (``{"radios"}``: settings in markup no driver
+      knows; ``{"rpc"}``: RPCs under other ids).
+
+    Records: ``submits`` (what each submit RPC carried and answered), ``rpcs`` (canonical ids
+    of every RPC called), ``downloads`` (media ids fetched by a client other than the page's own
+    ``<video>``), ``pages``."""
 
     def __init__(self, variant: str = "plain") -> None:
         self.secret = secrets.token_bytes(32)
@@ -184,8 +198,8 @@ class FakeFlow(LoopbackServer):
             raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
         self.variant = variant
         # test-friendly timings; the real app's are in the comments
-        self.delay = 0.5  # seconds a generation runs (real: about a minute)
-        self.poll_interval = 0.2  # seconds between the page's status polls (real: ~5)
+        self.delay = 0.3  # seconds a generation runs (real: about a minute)
+        self.poll_interval = 0.15  # seconds between the page's status polls (real: ~5)
         self.url_delay: tuple[float, float] = (0.05, 0.15)  # done -> signed URL (real: 2-8 s)
         self.hop_delay: tuple[float, float] = (0.2, 0.4)  # 200 document -> /about (as real)
         self.token_lead = 0.12  # token minted this long before the submit POST (as real)
@@ -194,6 +208,7 @@ class FakeFlow(LoopbackServer):
         self.credits = 10_000
         self.history = 6
         self.refuse_headless = False
+        self.refusal = "redirect"  # how: "redirect" (to /v3/signin/rejected) or "403"
         self.signed_out_to = "about"
         self.accounts_base = ""  # "" = this origin; a test may route https://accounts.google.com
         self.unavailable = False
@@ -294,7 +309,9 @@ class FakeFlow(LoopbackServer):
                 "promos": self.promos, "cookieBar": self.cookie_bar,
                 "refuseHeadless": self.refuse_headless, "drift": sorted(self.drift),
                 "siteKey": SITE_KEY, "tokenLead": self.token_lead,
-                "pollInterval": self.poll_interval, **extra}
+                "pollInterval": self.poll_interval,
+                "rpcNames": {v: k for k, v in RPC_ALIASES.items()} if "rpc" in self.drift else {},
+                **extra}
 
     def _hop_target(self, request: Request) -> str:
         if self.signed_out_to == "accounts":
@@ -304,6 +321,10 @@ class FakeFlow(LoopbackServer):
 
     def _refused(self, request: Request) -> Response | None:
         if self.refuse_headless and self._headless(request):
+            if self.refusal == "403":
+                return HTMLResponse("<!doctype html><title>Error 403</title><h1>403</h1>"
+                                    "<p>That's an error. Your client does not have permission."
+                                    "</p>", status_code=403)
             return RedirectResponse("/v3/signin/rejected", 302)
         return None
 
@@ -432,19 +453,20 @@ class FakeFlow(LoopbackServer):
             return Response(status_code=400)
         entries: list[list[Any]] = []
         for call in calls:
-            rpc, args = call[0], json.loads(call[1]) if call[1] else None
+            called, args = call[0], json.loads(call[1]) if call[1] else None
+            rpc = RPC_ALIASES.get(called, called)
             self.rpcs.append(rpc)
             if rpc in SUBMIT_RPCS:
-                entries.append(await self._submit(rpc, args, sid))
+                entries.append(await self._submit(called, rpc, args, sid))
             elif rpc == STATUS_RPC:
-                entries.append(_ok(rpc, self._statuses(args)))
+                entries.append(_ok(called, self._statuses(args)))
             elif rpc == URL_RPC:
-                entries.append(_ok(rpc, self._urls(args)))
+                entries.append(_ok(called, self._urls(args)))
             else:
-                entries.append(_error(rpc, 12, "unimplemented", None))
+                entries.append(_error(called, 12, "unimplemented", None))
         return Response(_envelope(entries), media_type="application/json; charset=utf-8")
 
-    async def _submit(self, rpc: str, args: Any, sid: str) -> list[Any]:
+    async def _submit(self, called: str, rpc: str, args: Any, sid: str) -> list[Any]:
         # [project, prompt, [model, aspect, resolution, duration, count], [start, end]|null,
         #  token, client request id]
         project, prompt, (model, aspect, resolution, duration, count), frames, token = args[:5]
@@ -467,11 +489,11 @@ class FakeFlow(LoopbackServer):
         cost = MODELS.get(model, {"cost": 20})["cost"] * int(count)
         if outcome == "ok" and cost > self.credits:
             record["error"] = "PUBLIC_ERROR_INSUFFICIENT_CREDITS"
-            return _error(rpc, 9, "Insufficient credits", "PUBLIC_ERROR_INSUFFICIENT_CREDITS")
+            return _error(called, 9, "Insufficient credits", "PUBLIC_ERROR_INSUFFICIENT_CREDITS")
         if outcome in OUTCOMES and OUTCOMES[outcome][0] == "submit":
             _where, reason, code, message = OUTCOMES[outcome]
             record["error"] = reason
-            return _error(rpc, code, message, reason)
+            return _error(called, code, message, reason)
         m = _SLOW.search(prompt)
         wf = Workflow(id=str(uuid.uuid4()), session=sid, project=project, prompt=prompt, rpc=rpc,
                       settings=record["settings"], frames=record["frames"], media=[],
@@ -484,7 +506,7 @@ class FakeFlow(LoopbackServer):
         self.workflows[wf.id] = wf
         self.credits = self.credits - cost
         record["workflow"] = wf.id
-        return _ok(rpc, [wf.id, [[mid, i] for i, mid in enumerate(wf.media)], SUBMITTED])
+        return _ok(called, [wf.id, [[mid, i] for i, mid in enumerate(wf.media)], SUBMITTED])
 
     def _frame_sha(self, mid: str | None) -> str | None:
         if not mid or mid not in self.uploads:

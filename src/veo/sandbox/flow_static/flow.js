@@ -452,7 +452,8 @@ function clearEditor() {
 }
 
 let reqid = 1000 + Math.floor(Math.random() * 8000);
-async function rpc(id, args) {
+async function rpc(name, args) {
+  const id = C.rpcNames[name] || name;  // another build may call them otherwise
   reqid += 100000;
   const body = new URLSearchParams();
   body.set('f.req', JSON.stringify([[[id, JSON.stringify(args), null, 'generic']]]));
