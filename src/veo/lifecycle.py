@@ -361,7 +361,11 @@ class Lifecycle:
         """Queued runs that Redis no longer has (a flush, a restart without persistence), and
         runs a dead worker took from arq but never claimed."""
         n = 0
-        stale = datetime.now(UTC).timestamp() - 2 * queue.IN_PROGRESS_LEASE_MS / 1000
+        # A live run shortens arq's day-long in-progress mark within moments of taking the run
+        # (queue.hold is the first thing run_job does), so a mark still at arq's length a whole
+        # reconciler period after the job was queued is a dead worker's. Freeing one too early
+        # costs nothing: a second worker takes the run and its guarded claim finds it taken.
+        stale = datetime.now(UTC).timestamp() - self.settings.reconcile_seconds
         for row in await self.db.queued_jobs():
             if not await queue.knows(self.redis, row):
                 metrics.REQUEUED.labels("missing_from_queue").inc()
