@@ -338,3 +338,43 @@ async def make_user(h: Harness, name: str, admin: bool = False) -> tuple[Any, st
     """A user row (typed) and its bearer token."""
     token = new_token()
     return await h.svc.db.create_user(name, admin, token_hash(token)), token
+
+
+class Receiver:
+    """A webhook (or alert) receiver on loopback that records every request and answers with
+    the statuses queued in ``answers`` (200 once they run out)."""
+
+    def __init__(self) -> None:
+        from starlette.applications import Starlette
+        from starlette.routing import Route
+
+        from veo.sandbox.serving import LoopbackServer
+
+        self.received: list[dict[str, Any]] = []
+        self.answers: list[int] = []
+        self.location: str | None = None  # sent with 3xx answers
+        self.server = LoopbackServer()
+        self.server.app = Starlette(routes=[Route("/{path:path}", self._hit,
+                                                  methods=["GET", "POST"])])
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    async def start(self) -> str:
+        return await self.server.start()
+
+    async def stop(self) -> None:
+        await self.server.stop()
+
+    async def _hit(self, request: Any) -> Any:
+        from starlette.responses import Response
+
+        self.received.append({"path": request.url.path, "headers": dict(request.headers),
+                              "body": await request.body(), "at": time.monotonic()})
+        status = self.answers.pop(0) if self.answers else 200
+        headers = {"location": self.location} if 300 <= status < 400 and self.location else None
+        return Response(status_code=status, headers=headers)
+
+    def hits(self, path: str) -> list[dict[str, Any]]:
+        return [r for r in self.received if r["path"] == path]
