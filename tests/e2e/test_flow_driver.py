@@ -251,6 +251,20 @@ async def test_unreadable_rpcs_fall_back_to_the_tiles(fake: FakeFlow, session: B
         assert info.value.kind == kind, info.value.message
 
 
+async def test_unnamed_assets_and_unread_urls(fake: FakeFlow, session: BrowserSession,
+                                             driver: FlowDriver, tmp_path: Path) -> None:
+    """A picker without file names gets the newest upload; URL answers of another shape give
+    way to the tiles, still in record order since their URLs name the media."""
+    fake.drift = {"names", "urls"}
+    start = png((240, 200, 10))
+    req = ClipRequest(prompt="unnamed", count=2, first_frame=(start, "image/png"))
+    videos = await generate(session, driver, req, tmp_path)
+    idents = [identity(v) for v in videos]
+    assert [i["sample"] for i in idents] == [0, 1]
+    assert {i["first_frame_sha256"] for i in idents} == {hashlib.sha256(start).hexdigest()}
+    assert all(v.workflow_id == fake.submits[-1]["workflow"] for v in videos)
+
+
 @pytest.mark.parametrize("variant", VARIANT_NAMES)
 async def test_insufficient_credits_is_not_drift(fake: FakeFlow, session: BrowserSession,
                                                  driver: FlowDriver, variant: str,

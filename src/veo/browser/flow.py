@@ -46,6 +46,9 @@ SETTLE = 0.5
 CLICK_TIMEOUT = 0.6
 SUBMIT_RETRY = 3.0  # seconds without a submit request before a lost click is tried again
 UPLOAD_TIMEOUT = 90.0  # seconds an upload may take to appear in the picker (Flow's take 20-30)
+# seconds the grid may show a batch's videos before the URL answers are given up for the tiles
+TILE_GRACE = 3.0
+UNNAMED_AFTER = 3  # picker looks for the upload by name before taking the newest option
 POLL = 0.1  # seconds between looks at the page while waiting for something
 RESOLUTIONS = ("360p", "720p")  # what the settings pane offers; 1080p is a later upscale
 MIME_EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
@@ -282,15 +285,37 @@ def _records(payload: Any, ids: list[str]) -> dict[str, Any]:
 class _Grid:
     """What the tile grid showed before the submit."""
 
-    videos: frozenset[str]  # src of every video tile
+    videos: frozenset[str]  # src of every video tile, without the query (signatures change)
     errors: int
     tiles: int
+
+
+async def _fresh_tiles(page: Page, grid: _Grid) -> list[tuple[str, str | None]]:
+    """(video src, poster) of the video tiles that were not on the page before the submit,
+    in grid order (newest first)."""
+    tiles: list[list[str | None]] = await page.locator(sel.TILE_VIDEO_BOX).evaluate_all(
+        _VIDEO_TILES)
+    return [(src, poster) for src, poster in tiles
+            if src and src.split("?", 1)[0] not in grid.videos]
+
+
+def _match_tiles(base: str, media: list[str],
+                 fresh: list[tuple[str, str | None]]) -> list[tuple[str, str, str | None]]:
+    """Tiles in record order where their URLs name the media ids, else in grid order."""
+    by_media = {mid: next((t for t in fresh if mid in t[0]), None) for mid in media}
+    if all(by_media.values()):
+        pairs = [(mid, by_media[mid]) for mid in media]
+    else:
+        pairs = list(zip(media, fresh[:len(media)], strict=True))
+    return [(mid, urljoin(base, t[0]), urljoin(base, t[1]) if t[1] else None)
+            for mid, t in pairs if t is not None]
 
 
 async def _grid(page: Page) -> _Grid:
     srcs: list[str] = await page.locator(sel.TILE_VIDEO).evaluate_all(
         "els => els.map(e => e.getAttribute('src') || '')")
-    return _Grid(frozenset(srcs), await page.locator(sel.TILE_ERROR).count(),
+    return _Grid(frozenset(src.split("?", 1)[0] for src in srcs),
+                 await page.locator(sel.TILE_ERROR).count(),
                  await page.locator(sel.ANY_TILE).count())
 
 
@@ -411,7 +436,8 @@ def _classify_groups(radios: list[dict[str, Any]]) -> dict[str, list[dict[str, A
             name = "media"
         elif icons & set(sel.TYPE_ICONS):
             name = "type"
-        elif icons & set(sel.ASPECT_ICONS.values()):
+        elif icons & set(sel.ASPECT_ICONS.values()) or all(sel.ASPECT_TEXT.match(t)
+                                                            for t in texts):
             name = "aspect"
         elif all(sel.RESOLUTION_TEXT.match(t) for t in texts):
             name = "resolution"
@@ -646,18 +672,22 @@ class _Walk:
 
     async def set_radios(self, req: ClipRequest) -> dict[str, str]:
         """Choose the settings through the pane's radio groups and read them back."""
-        wanted: list[tuple[str, str, Callable[[dict[str, Any]], bool]]] = [
-            ("media", "video", lambda r: sel.MEDIA_VIDEO in r["icons"]),
+        aspect = req.aspect_ratio
+        # (group, value, fits, may be absent): a build without media or type radios makes
+        # video from frames anyway; one without resolution radios makes its default, 720p
+        wanted: list[tuple[str, str, Callable[[dict[str, Any]], bool], bool]] = [
+            ("media", "video", lambda r: sel.MEDIA_VIDEO in r["icons"], True),
             # there is no "text" type: text-to-video is Frames with no frame bound
-            ("type", "frames", lambda r: sel.TYPE_FRAMES in r["icons"]),
-            ("aspect", req.aspect_ratio,
-             lambda r: sel.ASPECT_ICONS[req.aspect_ratio] in r["icons"]),
+            ("type", "frames", lambda r: sel.TYPE_FRAMES in r["icons"], True),
+            ("aspect", aspect, lambda r: sel.ASPECT_ICONS[aspect] in r["icons"]
+             or r["text"].replace(" ", "") == aspect, False),
             ("resolution", req.resolution, lambda r: _number(
-                sel.RESOLUTION_TEXT, r["text"]) == int(req.resolution.rstrip("p"))),
+                sel.RESOLUTION_TEXT, r["text"]) == int(req.resolution.rstrip("p")),
+             req.resolution == "720p"),
             ("duration", f"{req.duration_seconds}s", lambda r: _number(
-                sel.DURATION_TEXT, r["text"]) == req.duration_seconds),
+                sel.DURATION_TEXT, r["text"]) == req.duration_seconds, False),
             ("outputs", f"x{req.count}",
-             lambda r: _number(sel.OUTPUTS_TEXT, r["text"]) == req.count),
+             lambda r: _number(sel.OUTPUTS_TEXT, r["text"]) == req.count, False),
         ]
         for _round in range(4 * len(wanted)):
             await self.clear_blockers()
@@ -666,9 +696,11 @@ class _Walk:
                 _RADIOS, sel.RADIO_GROUP)
             groups = _classify_groups(radios)
             pending = None
-            for name, value, fits in wanted:
+            for name, value, fits, optional in wanted:
                 members = groups.get(name)
                 if members is None:
+                    if optional:
+                        continue
                     raise FlowFailure("selector_drift", f"the settings pane has no {name} "
                                       "radio group", "settings")
                 target = next((r for r in members if fits(r)), None)
@@ -683,7 +715,7 @@ class _Walk:
             if pending is None:
                 self.matched.setdefault("settings_radios", 0)
                 return {name: next(r["text"] or "/".join(r["icons"]) for r in groups[name]
-                                   if r["checked"]) for name, _v, _f in wanted}
+                                   if r["checked"]) for name, *_rest in wanted if name in groups}
             await self._tap(pane.locator(sel.RADIO).nth(pending["index"]))
             await asyncio.sleep(0.05)
         raise FlowFailure("selector_drift", "the settings radios did not take the choices",
@@ -717,6 +749,7 @@ class _Walk:
         bound = self.page.locator(sel.FRAME_CHIP_BOUND)
         before = await bound.count()
         deadline = time.monotonic() + UPLOAD_TIMEOUT
+        attempts = 0
         while True:
             await self.close_overlays()
             # Start is the first empty chip; End is the last (Start may be bound already)
@@ -724,9 +757,10 @@ class _Walk:
                              which="first" if slot == "start" else "last")
             await self.find("asset_picker", sel.ASSET_PICKER)
             search = await self.visible(sel.ASSET_SEARCH, "asset_search")
-            if search is not None:
+            attempts += 1
+            if search is not None and attempts <= UNNAMED_AFTER:
                 await search.first.fill(name)
-            option = await self._asset(name)
+            option = await self._asset(name, newest=attempts > UNNAMED_AFTER)
             if option is not None and await self._tap(option):
                 break
             if time.monotonic() > deadline:
@@ -740,9 +774,17 @@ class _Walk:
                                   "image", step)
             await asyncio.sleep(POLL)
 
-    async def _asset(self, name: str) -> Locator | None:
-        """The picker option of the file called ``name``, waiting a moment for it."""
+    async def _asset(self, name: str, newest: bool) -> Locator | None:
+        """The picker option of the file called ``name``, waiting a moment for it. With
+        ``newest``, a build that shows no names gets its first option: the picker, like the
+        grid, lists the newest upload first."""
         deadline = time.monotonic() + 2.0
+        if newest:
+            options = await self.visible(sel.ASSET_OPTION)
+            if options is not None:
+                log.warning("flow.asset_unnamed", name=name)
+                self._record("asset_option", len(sel.ASSET_OPTION))
+                return options.first
         while time.monotonic() < deadline:
             for i, css in enumerate(sel.ASSET_OPTION):
                 base = self.page.locator(css).filter(visible=True)
@@ -912,9 +954,7 @@ class FlowDriver:
                 log.info("flow.submitted", workflow=sub.workflow, rpc=sub.rpc,
                          samples=len(sub.media), model=model, settings=chosen,
                          fallbacks=walk.fallback_used or None)
-                urls = await self._follow(walk, traffic, sub, grid, progress)
-                await self._cross_check(page, urls)
-                found = [(mid, *urls[mid]) for mid in sub.media]
+                found = await self._follow(walk, traffic, sub, grid, progress)
             else:
                 found = await self._follow_tiles(walk, grid, req.count, progress)
             step = "download"
@@ -1021,14 +1061,16 @@ class FlowDriver:
                                   "submit")
 
     async def _follow(self, walk: _Walk, traffic: _Traffic, sub: _Submission, grid: _Grid,
-                      progress: Progress) -> dict[str, tuple[str, str | None]]:
-        """Follow this submission's records through the page's polls to the signed URLs."""
+                      progress: Progress) -> list[tuple[str, str, str | None]]:
+        """Follow this submission's records through the page's polls to the signed URLs:
+        (media id, video URL, poster URL) in record order."""
         deadline = time.monotonic() + self.timeout
         percent = dict.fromkeys(sub.media, 0)
         urls: dict[str, tuple[str, str | None]] = {}
         last = -1
         looks = 0
         error_seen: float | None = None
+        tiles_seen: float | None = None
         while True:
             reply = await traffic.next(0.25)
             if reply is not None and reply.payload is not None:
@@ -1056,7 +1098,8 @@ class FlowDriver:
                             urls[mid] = (urljoin(walk.page.url, video),
                                          urljoin(walk.page.url, poster) if poster else None)
             if len(urls) == len(sub.media):
-                return urls
+                await self._cross_check(walk.page, urls)
+                return [(mid, *urls[mid]) for mid in sub.media]
             overall = min(99, sum(percent.values()) // len(percent))
             if overall != last:
                 last = overall
@@ -1069,6 +1112,15 @@ class FlowDriver:
                 error_seen = error_seen or time.monotonic()
                 if time.monotonic() - error_seen > 1.0:
                     await self._dom_failure(walk, "wait")
+            if looks % 4 == 0:
+                fresh = await _fresh_tiles(walk.page, grid)
+                if len(fresh) >= len(sub.media):
+                    # the page shows the videos but no URL answer was readable: after a grace
+                    # the tiles stand in, matched to the records by media id where they can be
+                    tiles_seen = tiles_seen or time.monotonic()
+                    if time.monotonic() - tiles_seen > TILE_GRACE:
+                        log.warning("flow.urls_from_tiles", workflow=sub.workflow)
+                        return _match_tiles(walk.page.url, sub.media, fresh)
             if time.monotonic() > deadline:
                 raise FlowFailure("timeout", f"the generation did not finish within "
                                   f"{self.timeout:.0f} s", "wait")
@@ -1081,9 +1133,7 @@ class FlowDriver:
         deadline = time.monotonic() + self.timeout
         last = -1
         while True:
-            tiles: list[list[str | None]] = await page.locator(sel.TILE_VIDEO_BOX).evaluate_all(
-                _VIDEO_TILES)
-            fresh = [(src, poster) for src, poster in tiles if src and src not in grid.videos]
+            fresh = await _fresh_tiles(page, grid)
             if len(fresh) >= count:
                 return [("", urljoin(page.url, src), urljoin(page.url, poster) if poster else None)
                         for src, poster in fresh[:count]]

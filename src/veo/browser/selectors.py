@@ -29,6 +29,7 @@ def ligature(name: str) -> str:
 NEW_PROJECT: Candidates = (
     f"button:has({ligature('add_2')})",
     "a[href*='/project/']",  # an existing project serves as well as a new one
+    f"button:has({ligature('add')})",
     "button:has-text('New project')",
 )
 # visible only to a signed-in session on a project page: the login test waits for it
@@ -123,6 +124,7 @@ MEDIA_ICONS = ("videocam", "image")
 TYPE_FRAMES = "crop_free"
 TYPE_ICONS = ("crop_free", "chrome_extension")
 ASPECT_ICONS = {"16:9": "crop_16_9", "9:16": "crop_9_16"}
+ASPECT_TEXT = re.compile(r"^\d{1,2}\s*:\s*\d{1,2}$")
 RESOLUTION_TEXT = re.compile(r"^(\d{3,4})\s*p$", re.IGNORECASE)
 OUTPUTS_TEXT = re.compile(r"^(?:x\s*([1-4])|([1-4])\s*x)$", re.IGNORECASE)
 # "8s", "8 s", "8초", "8 seg": a number and a short unit in any language

@@ -153,8 +153,9 @@ class FakeFlow(LoopbackServer):
       ``auto_login`` (the sign-in page completes itself);
     - browser: ``refuse_headless`` with ``refusal`` (``redirect`` to /v3/signin/rejected, or
       ``403``);
-    - page: ``promos``, ``cookie_bar``, ``drift`` (``{"radios"}``: settings in markup no driver
-      knows; ``{"rpc"}``: RPCs under other ids).
+    - page: ``promos``, ``cookie_bar``, ``drift`` (``"radios"``: settings in markup no driver
+      knows; ``"rpc"``: RPCs under other ids; ``"urls"``: URL answers in another shape;
+      ``"names"``: a picker that shows no file names).
 
     Records: ``submits`` (what each submit RPC carried and answered), ``rpcs`` (canonical ids
     of every RPC called), ``downloads`` (media ids fetched by a client other than the page's own
@@ -567,7 +568,9 @@ class FakeFlow(LoopbackServer):
             m = self.media.get(mid)
             if m is None or m.video is None or m.url_at is None or now < m.url_at:
                 continue
-            out.append([mid, self._sign("video", mid), self._sign("image", mid)])
+            urls = [self._sign("video", mid), self._sign("image", mid)]
+            # drift {"urls"}: a build that lists the media id last
+            out.append([*urls, mid] if "urls" in self.drift else [mid, *urls])
         return out
 
     async def _upload(self, request: Request) -> Response:

@@ -368,10 +368,11 @@ function openPicker(slot) {
   const list = h('div', {role: 'listbox', class: 'asset-list', 'aria-label': L.search});
   const fill = () => {
     const q = search.value.toLowerCase();
-    list.replaceChildren(...assets.filter((a) => a.name.toLowerCase().includes(q)).slice().reverse().map((a) =>
-      btn({class: 'asset-item', role: 'option', 'aria-label': V.chip_text ? null : a.name,
+    const named = !C.drift.includes('names');  // a build whose picker shows thumbnails only
+    list.replaceChildren(...assets.filter((a) => !named || a.name.toLowerCase().includes(q)).slice().reverse().map((a) =>
+      btn({class: 'asset-item', role: 'option', 'aria-label': named && !V.chip_text ? a.name : null,
         onclick: trusted(() => { S.frames[slot] = a; closeOverlay(entry); renderChips(); renderSubmit(); })},
-      h('img', {src: a.thumb, alt: a.name}), V.chip_text ? h('span', {class: 'asset-name'}, a.name) : null)));
+      h('img', {src: a.thumb, alt: named ? a.name : ''}), named && V.chip_text ? h('span', {class: 'asset-name'}, a.name) : null)));
   };
   search.addEventListener('input', fill);
   entry = openOverlay(h('div', {class: 'asset-picker'}, search, list), {onClose: () => pickerFills.delete(fill)});
@@ -539,7 +540,8 @@ async function poll() {
       if (ready.length) {
         const res = await rpc('as29s', [ready]);
         if (res.ok) {
-          for (const [mid, url, poster] of res.payload) {
+          for (const r of res.payload) {
+            const [mid, url, poster] = C.drift.includes('urls') ? [r[2], r[0], r[1]] : r;
             const t = tiles.find((x) => x.mid === mid);
             if (t && url) Object.assign(t, {state: 'done', url, poster});
           }
