@@ -193,8 +193,9 @@ function watch(id, prefer) {
 
 async function stream(id, w) {
   streams++;
+  let failures = 0;  // in a row; a stream that delivered something starts the count again
   try {
-    for (let attempt = 0; attempt < 5 && !w.ctrl.signal.aborted; attempt++) {
+    while (failures < 5 && !w.ctrl.signal.aborted) {
       try {
         const resp = await api(`/api/jobs/${id}/events`, {signal: w.ctrl.signal});
         const reader = resp.body.getReader(); const dec = new TextDecoder(); let buf = '';
@@ -207,15 +208,17 @@ async function stream(id, w) {
             const event = (lines.find((l) => l.startsWith('event:')) || 'event: message').slice(6).trim();
             const data = lines.filter((l) => l.startsWith('data:')).map((l) => l.slice(5).replace(/^ /, '')).join('\n');
             if (event === 'deleted') { for (const v of [...w.views]) v.remove(); return; }
-            if (event === 'job' && data) publish(JSON.parse(data));
+            if (event === 'job' && data) { publish(JSON.parse(data)); failures = 0; }
           }
         }
-        if (w.last && !ACTIVE.has(w.last.status)) return;  // the stream ends when the job does
+        // the server ends the stream when the job ends; a redo or rebuild meanwhile starts it again
+        if (w.last && !ACTIVE.has(w.last.status)) return;
       } catch (e) {
         if (w.ctrl.signal.aborted || e.status === 404 || e.status === 401) return;
         if (e.status !== 429) alertBox(`Live updates for ${id} stopped: ${e.message}; retrying`);
       }
-      await new Promise((r) => setTimeout(r, 1000 * (attempt + 1)));
+      failures++;
+      await new Promise((r) => setTimeout(r, 1000 * failures));
     }
   } finally { streams--; }
 }
@@ -275,7 +278,7 @@ class JobView {
       (job.number_of_videos > 1 ? ` · ${job.number_of_videos} variants` : '') +
       (job.continuity === 'chain' ? ' · chained' : '') + ' · ', h('code', {}, job.id));
     this.error.hidden = !job.error;
-    this.error.textContent = job.error ? job.error.message : '';
+    this.error.textContent = !job.error ? '' : (ACTIVE.has(job.status) ? 'Last error (it is tried again): ' : '') + job.error.message;
     this.renderFinal(job, portrait);
     for (const clip of job.clips) {
       let cv = this.clips.get(clip.index);
@@ -317,24 +320,36 @@ class JobView {
     this.final.replaceChildren(...kids, side);
   }
 
+  // POST /final replaces every option, so the form carries them all; `final` names only the
+  // transition today, so the others start at their defaults unless the server sends them
   finalForm(f) {
     const id = this.where + '-' + this.id;
-    const trans = h('select', {id: id + '-transition'},
-      h('option', {value: 'cut'}, 'Cut'), h('option', {value: 'crossfade'}, 'Crossfade'));
-    trans.value = f ? f.transition : 'cut';
-    const xfade = h('input', {id: id + '-xfade', type: 'number', min: '0.1', max: '3', step: '0.1', value: '0.5'});
-    const xfadeBox = h('div', {}, h('label', {for: id + '-xfade'}, 'Crossfade (s)'), xfade);
+    const o = Object.assign({transition: 'cut', crossfade_seconds: 0.5, trim_start_frames: 0, trim_end_frames: 0, loudnorm: false}, f || {});
+    const field = (key, label, input) => { input.id = `${id}-${key}`; return h('div', {}, h('label', {for: input.id}, label), input); };
+    const trans = h('select', {}, h('option', {value: 'cut'}, 'Cut'), h('option', {value: 'crossfade'}, 'Crossfade'));
+    trans.value = o.transition;
+    const xfade = h('input', {type: 'number', min: '0.1', max: '3', step: '0.1', value: String(o.crossfade_seconds)});
+    const trimStart = h('input', {type: 'number', min: '0', max: '120', step: '1', value: String(o.trim_start_frames)});
+    const trimEnd = h('input', {type: 'number', min: '0', max: '120', step: '1', value: String(o.trim_end_frames)});
+    const loud = h('input', {type: 'checkbox', checked: o.loudnorm});
+    const xfadeBox = field('xfade', 'Crossfade (s)', xfade);
     const sync = () => { xfadeBox.hidden = trans.value !== 'crossfade'; };
     trans.addEventListener('change', sync); sync();
     const verb = f && f.status !== 'pending' ? 'Rebuild final video' : 'Build final video';
     const button = h('button', {type: 'submit'}, verb);
     return h('form', {class: 'final-form', onsubmit: async (ev) => {
       ev.preventDefault(); alertBox(''); button.disabled = true;
-      const body = {transition: trans.value};
+      const body = {transition: trans.value, trim_start_frames: Number(trimStart.value) || 0,
+                    trim_end_frames: Number(trimEnd.value) || 0, loudnorm: loud.checked};
       if (trans.value === 'crossfade') body.crossfade_seconds = Number(xfade.value);
       try { publish(await api(`/api/jobs/${this.id}/final`, {method: 'POST', json: body})); watch(this.id, true); }
       catch (e) { alertBox(e.message); button.disabled = false; }
-    }}, h('div', {}, h('label', {for: id + '-transition'}, 'Transition'), trans), xfadeBox, button);
+    }}, field('transition', 'Transition', trans), xfadeBox,
+    h('details', {class: 'more'}, h('summary', {}, 'Trims and loudness'),
+      field('trim-start', 'Trim start of each clip (frames)', trimStart),
+      field('trim-end', 'Trim end of each clip (frames)', trimEnd),
+      h('label', {class: 'check'}, loud, 'Even out loudness')),
+    button);
   }
 
   renderActions(job) {
@@ -521,8 +536,13 @@ function fillSelect(sel, values, preferred, label = String) {
 }
 
 function fillModels() {
+  const flowOn = !HEALTH || HEALTH.backends.flow.enabled;
+  const flowOpt = $('#backend option[value=flow]');
+  flowOpt.disabled = !flowOn; flowOpt.textContent = flowOn ? 'Flow' : 'Flow (turned off)';
+  if (!flowOn && $('#backend').value === 'flow') $('#backend').value = 'auto';
   const backend = $('#backend').value;
-  const list = MODELS.filter((m) => backend === 'auto' || m.backends.includes(backend));
+  const runs = (m) => m.backends.some((b) => b !== 'flow' || flowOn);
+  const list = MODELS.filter((m) => runs(m) && (backend === 'auto' || m.backends.includes(backend)));
   const sel = $('#model'); const prev = sel.value;
   sel.replaceChildren(...list.map((m) => h('option', {value: m.id, title: m.description || null},
     m.id + (m.default ? ' (default)' : ''))));
@@ -578,9 +598,10 @@ function syncClipSpecs() {
     set('lf', 'last', 'End frame (optional)', caps.last_frame && !chained);
     set('refs', 'refs', `Reference images (optional, up to ${caps.reference_images})`, caps.reference_images > 0);
     const frames = $('.frames', li);
-    frames.hidden = !((caps.first_frame || caps.last_frame) && !chained) && !(caps.reference_images > 0);
-    $('summary', frames).textContent = (pre ? pre : '') + (pre ? 'frames' : 'Frames') +
-      (caps.reference_images > 0 ? ' and reference images' : '') + ' (optional)';
+    const kinds = [(caps.first_frame || caps.last_frame) && !chained && 'frames', caps.reference_images > 0 && 'reference images'].filter(Boolean);
+    frames.hidden = !kinds.length;
+    const what = kinds.join(' and ') + ' (optional)';
+    $('summary', frames).textContent = pre ? pre + what : what[0].toUpperCase() + what.slice(1);
     const note = $('.chain-note', li); note.hidden = !chained;
     note.textContent = chained ? `Starts from the last frame of clip ${i}.` : '';
     const rm = $('.remove', li); rm.textContent = `Remove clip ${n}`; rm.hidden = one;
