@@ -35,6 +35,7 @@ from playwright.async_api import (
 from tests.harness import CHROMIUM, Harness, add_key, new_key
 from veo.browser.context import CHROMIUM_ARGS
 from veo.sandbox.flow import FakeFlow
+from veo.sandbox.gemini import FakeGemini
 
 SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
 PHONE = ViewportSize(width=390, height=900)
@@ -89,7 +90,7 @@ async def final_done(view: Locator, not_sha: str | None = None) -> str:
 # Flow on in the web app (its models and choices are listed), though this test's jobs run on
 # the API backend: the person has a key
 @pytest.mark.parametrize("harness", [{"FLOW_BACKEND_ENABLED": "true"}], indirect=True)
-async def test_job_view(harness: Harness) -> None:
+async def test_job_view(harness: Harness, fake_gemini: FakeGemini) -> None:
     h = harness
     _, token = await h.user("webviewer")
     await add_key(h, token, new_key("web"))
@@ -144,12 +145,21 @@ async def test_job_view(harness: Harness) -> None:
         await page.get_by_label("Trim start of each clip (frames)").fill("0")
         await shot(page, "02-form-390")
         await page.evaluate("window.scrollTo(0, 0)")  # a full-page shot leaves a stale scroll
+        fake_gemini.delay = 0.5  # seconds per generation: long enough to watch it run
         await page.get_by_role("button", name="Generate").click()
 
         view = page.locator("#current article.job")
         await expect(view).to_have_count(1)
         job_id = await view.get_attribute("data-job-id")
         assert job_id
+        # live progress: the bar and the clips' states move while the job runs
+        await expect(view.locator(".status-line [data-status=running]")).to_be_visible()
+        await expect(view.locator("progress")).to_be_visible()
+        await expect(view.locator("li.clip[data-status=succeeded]").first).to_be_visible(
+            timeout=30_000)
+        await view.scroll_into_view_if_needed()
+        await shot(page, "02b-progress-390", full=False)
+        fake_gemini.delay = 0.0
         # live over SSE: the page sees the job end without a reload
         await expect(view.locator(".status-line [data-status=succeeded]")).to_be_visible(
             timeout=30_000)
