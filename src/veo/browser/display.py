@@ -64,15 +64,18 @@ class VirtualDisplay:
         if self.running and self.display:
             return self.display
         read_fd, write_fd = os.pipe()
+        # -displayfd: Xvfb picks a free number and reports it when ready, so two workers on one
+        # machine never race for ":99"; no TCP listener; no GLX, which Chromium without a GPU
+        # never uses and which would pull Mesa in (~50 MB more resident)
+        cmd = [self.executable, "-displayfd", str(write_fd), "-screen", "0", self.screen,
+               "-nolisten", "tcp", "-extension", "GLX"]
+        setpriv = shutil.which("setpriv")
+        if setpriv:
+            # a worker killed outright (OOM, SIGKILL) takes its Xvfb along
+            cmd = [setpriv, "--pdeathsig", "TERM", "--", *cmd]
         try:
-            # -displayfd: Xvfb picks a free number and reports it when ready, so two workers
-            # on one machine never race for ":99"
             self._proc = await asyncio.create_subprocess_exec(
-                self.executable, "-displayfd", str(write_fd), "-screen", "0", self.screen,
-                # no TCP listener; no GLX, which Chromium without a GPU never uses and which
-                # would pull Mesa in (~50 MB more resident)
-                "-nolisten", "tcp", "-extension", "GLX",
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.DEVNULL, pass_fds=(write_fd,))
         except BaseException:
             os.close(read_fd)

@@ -6,10 +6,10 @@ makes it, with the result read from the page's own network traffic.
     workflow id → status polls → signed URLs → download through the browser context (ftyp
     checked), the poster beside each video
 
-The tile grid is only a cross-check: older tiles stay on the page, tiles of one batch may come
-in any order, and their texts are translated. Every failure is classified (``FAILURE_CLASSES``);
-the caller keeps the debug files and decides about pauses. ``canary`` walks the same steps up
-to, never including, the submit.
+The tile grid is a cross-check, and a fallback only where the page's answers cannot be read:
+older tiles stay on the page, tiles of one batch may come in any order, and their texts are
+translated. Every failure is classified (``FAILURE_CLASSES``); the caller keeps the debug files
+and decides about pauses. ``canary`` walks the same steps up to, never including, the submit.
 """
 
 from __future__ import annotations
