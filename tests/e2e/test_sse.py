@@ -112,10 +112,10 @@ async def test_one_subscription_fans_out_to_every_stream(harness: Harness) -> No
             streams.append(resp)
         assert await subscribers(h) == (1, [names.EVENTS_CHANNEL.encode()])
         # one change, published once, reaches both streams of that job
-        resp = await h.http.post(f"/api/jobs/{jobs[0]}/cancel", headers=h.auth(tokens[0]))
-        assert resp.status_code == 200
-        for resp in (streams[0], streams[3]):
-            assert [e["status"] for e in await resp.rest(10)] == ["canceled"]  # and it ends
+        canceled = await h.http.post(f"/api/jobs/{jobs[0]}/cancel", headers=h.auth(tokens[0]))
+        assert canceled.status_code == 200
+        for watcher in (streams[0], streams[3]):
+            assert [e["status"] for e in await watcher.rest(10)] == ["canceled"]  # it ends
     assert await subscribers(h) == (1, [names.EVENTS_CHANNEL.encode()])
 
 
