@@ -329,7 +329,7 @@ RETURNING *;
 -- Called inside a lock_run transaction.
 -- name: finish_final
 UPDATE finals SET status = $2, object_key = $3, poster_key = $4, duration_seconds = $5,
-    size = $6, sha256 = $7, error = $8, finished_at = now()
+    size = $6, sha256 = $7, error = $8, selection = $9, finished_at = now()
 WHERE job_id = $1
 RETURNING *;
 

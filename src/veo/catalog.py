@@ -22,7 +22,7 @@ from veo.errors import ConfigError
 SHIPPED = Path(__file__).resolve().parent / "models.toml"
 
 
-class Capabilities(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+class Capabilities(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """What a model accepts on one backend."""
 
     resolutions: list[str] = []

@@ -48,6 +48,7 @@ class Box:
         self._aead = AESGCM(derive(secret, b"veo/envelope/v1"))
         self._token_key = derive(secret, b"veo/token-hash/v1")
         self._webhook_key = derive(secret, b"veo/webhook/v1")
+        self._link_key = derive(secret, b"veo/link/v1")
 
     def encrypt(self, plaintext: bytes, purpose: str) -> str:
         nonce = os.urandom(_NONCE_BYTES)
@@ -74,6 +75,27 @@ class Box:
     def webhook_secret(self, user_id: str) -> str:
         raw = hmac.new(self._webhook_key, user_id.encode(), hashlib.sha256).digest()
         return "whsec_" + base64.b64encode(raw).decode()
+
+
+    def sign_link(self, key: str, expires: int) -> str:
+        """A token naming one stored object until ``expires`` (unix seconds)."""
+        body = f"{_b64e(key.encode())}.{expires}"
+        mac = hmac.new(self._link_key, body.encode(), hashlib.sha256).digest()
+        return f"{body}.{_b64e(mac)}"
+
+    def open_link(self, token: str, now: float) -> str:
+        """The object key a link token names; raises CryptoError if forged or expired."""
+        try:
+            encoded, expires, mac = token.split(".")
+            wanted = hmac.new(self._link_key, f"{encoded}.{expires}".encode(),
+                              hashlib.sha256).digest()
+            if not hmac.compare_digest(wanted, _b64d(mac)):
+                raise CryptoError("link signature does not match")
+            if int(expires) < now:
+                raise CryptoError("link expired")
+            return _b64d(encoded).decode()
+        except (ValueError, UnicodeDecodeError):
+            raise CryptoError("not a link token") from None
 
 
 def is_envelope(data: bytes | str) -> bool:

@@ -190,9 +190,11 @@ class Fence:
     async def finish_final(self, job_id: str, status: str, *, object_key: str | None = None,
                            poster_key: str | None = None, duration: float | None = None,
                            size: int | None = None, sha256: str | None = None,
-                           error: ErrorInfo | None = None) -> Final:
+                           error: ErrorInfo | None = None,
+                           selection: list[dict[str, Any]] | None = None) -> Final:
         row = await self._conn.fetchrow(self._q["finish_final"], job_id, status, object_key,
-                                        poster_key, duration, size, sha256, _json(error))
+                                        poster_key, duration, size, sha256, _json(error),
+                                        selection)
         assert row is not None
         return _conv(row, Final)
 

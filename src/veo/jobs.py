@@ -163,7 +163,8 @@ def validate(req: JobRequest, catalog: Catalog, default_model: str, today: date)
         if len(clip.prompt) > MAX_PROMPT_CHARS:
             raise _bad(f"{at}prompt" if at else "prompt",
                        f"longer than {MAX_PROMPT_CHARS} characters")
-        if clip.last_frame is not None and clip.first_frame is None:
+        chained = req.continuity == "chain" and i > 0  # its first frame is the previous last
+        if clip.last_frame is not None and clip.first_frame is None and not chained:
             raise _bad(f"clips[{i}].last_frame", "a last frame needs a first frame")
         refs = clip.reference_images or []
         if len(refs) > MAX_REFERENCE_IMAGES:

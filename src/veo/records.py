@@ -168,6 +168,7 @@ class Final(msgspec.Struct, frozen=True):
     error: ErrorInfo | None
     started_at: datetime | None
     finished_at: datetime | None
+    selection: list[dict[str, Any]] | None = None  # [{clip, variant, sha256}] it was built from
 
 
 class FlowAccount(msgspec.Struct, frozen=True):

@@ -14,9 +14,9 @@ from veo.jobs import ClipSpec, FinalSpec, JobRequest
 
 __all__ = [
     "ApiError", "Canary", "ClipOut", "ClipSpec", "ErrorBody", "FinalOut", "FinalSpec",
-    "FlowAuthStatus", "Health", "JobError", "JobList", "JobOut", "JobRequest", "KeyIn", "KeyList",
-    "KeyOut", "Me", "ModelList", "ModelOut", "OutputOut", "QueueStatus", "RedoIn", "Revoked",
-    "SelectIn", "TokenOut", "UploadOut", "UserIn", "UserOut",
+    "FlowAuthStatus", "Health", "JobError", "JobList", "JobOut", "JobRequest", "KeyIn",
+    "KeyList", "KeyOut", "LinkOut", "Me", "ModelList", "ModelOut", "OutputOut", "QueueStatus",
+    "RedoIn", "Revoked", "SelectIn", "TokenOut", "UploadOut", "UserIn", "UserOut",
 ]
 
 
@@ -66,10 +66,16 @@ class ClipOut(msgspec.Struct):
 
 class FinalOut(msgspec.Struct):
     """The stitched video of a job: pending until every clip succeeded, then running,
-    succeeded or failed."""
+    succeeded or failed. ``stale``: built from variants that are no longer the selected ones
+    (a pick or a redo since): rebuild it to catch up."""
 
     status: str
     transition: str
+    crossfade_seconds: float
+    trim_start_frames: int
+    trim_end_frames: int
+    loudnorm: bool
+    stale: bool = False
     url: str | None = None
     poster_url: str | None = None
     duration_seconds: float | None = None
@@ -165,6 +171,15 @@ class Me(msgspec.Struct):
     name: str
     is_admin: bool
     webhook_secret: str
+    usable_keys: int  # the caller's keys and the operator pool's, not invalid
+    auto_backend: str | None  # where `backend: "auto"` sends the caller's default job now
+
+
+class LinkOut(msgspec.Struct):
+    """A short-lived URL that needs no token (for a <video> element or a download)."""
+
+    url: str
+    expires_at: datetime
 
 
 class ApiBackendHealth(msgspec.Struct):

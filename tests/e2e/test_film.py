@@ -236,3 +236,52 @@ async def test_worker_killed_mid_final_finishes_after_restart(
     assert body["attempts"] == 2
     # nothing staged was left behind
     assert await h.svc.storage.list(f"staging/{job_id}/") == []
+
+
+async def test_links_stale_final_and_chain_end_frames(harness: Harness) -> None:
+    h = harness
+    _, token = await h.user("links")
+    await add_key(h, token, new_key())
+    me = (await h.http.get("/api/me", headers=h.auth(token))).json()
+    assert me["usable_keys"] >= 1 and me["auto_backend"] == "api"
+    await h.start_worker()
+    red = await h.http.post("/api/uploads", files={"file": ("r.png", _png(), "image/png")},
+                            headers=h.auth(token))
+    # with chain, a later clip's start frame is implicit: an end frame alone is fine
+    done = await _job(h, token, {
+        "clips": [{"prompt": "a"}, {"prompt": "b", "last_frame": red.json()["id"]}],
+        "continuity": "chain", "duration_seconds": 3, "number_of_videos": 2,
+        "final": {"transition": "crossfade", "crossfade_seconds": 0.4}})
+    body = await _final_ready(h, token, done["id"])
+    fin = body["final"]
+    assert fin["crossfade_seconds"] == 0.4 and fin["transition"] == "crossfade"
+    assert fin["stale"] is False
+    # a link needs no token, streams with Range, and names nothing once expired or forged
+    link = (await h.http.get(f"/api/jobs/{done['id']}/final/link",
+                             headers=h.auth(token))).json()
+    assert token not in link["url"]
+    whole = await h.http.get(link["url"])
+    assert whole.status_code == 200 and hashlib.sha256(whole.content).hexdigest() == fin["sha256"]
+    part = await h.http.get(link["url"], headers={"Range": "bytes=0-99"})
+    assert part.status_code == 206 and part.content == whole.content[:100]
+    forged = link["url"].rsplit(".", 1)[0] + ".AAAA"
+    assert (await h.http.get(forged)).status_code == 404
+    out = body["outputs"][0]
+    olink = await h.http.get(out["url"] + "/link", headers=h.auth(token))
+    assert olink.status_code == 200
+    assert (await h.http.get(olink.json()["url"])).content == await fetch_output(
+        h, token, out["url"])
+    # served files tell caches to ask again (a redo replaces bytes under the same URL)
+    served = await h.http.get(out["url"], headers=h.auth(token))
+    assert served.headers["cache-control"] == "private, no-cache"
+    # a pick the final does not hold yet makes it stale
+    await h.http.post(f"/api/jobs/{done['id']}/clips/0/select", json={"variant": 1},
+                      headers=h.auth(token))
+    body = (await h.http.get(f"/api/jobs/{done['id']}", headers=h.auth(token))).json()
+    assert body["final"]["stale"] is True
+
+
+def _png() -> bytes:
+    from tests.harness import png
+
+    return png((200, 30, 30))

@@ -36,6 +36,10 @@ async def test_presigned_redirect_and_delete(pg_dsn: str, redis_url: str, redis,
         assert video.status_code == 200
         ident = mp4.identify(video.content)
         assert ident is not None and ident["prompt"] == "to the bucket"
+        # a link for a <video> element is a presigned URL too
+        link = (await h.http.get(done["outputs"][0]["url"] + "/link",
+                                 headers=h.auth(token))).json()
+        assert link["url"].startswith(s3_server) and "X-Amz-Signature" in link["url"]
         # the presigned URL is made on request, never stored
         stored = await h.svc.db.pool.fetchval(
             "SELECT count(*) FROM outputs WHERE object_key LIKE '%X-Amz%'")

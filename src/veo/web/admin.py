@@ -6,7 +6,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from veo import flow_state, logs, wire
+from veo import flow_state, jobs, logs, wire
 from veo.errors import BadRequest, InvalidRequest, NotFound
 from veo.services import Services, token_hash
 from veo.web import auth, render
@@ -76,8 +76,18 @@ async def create_token(request: Request) -> Response:
 async def me(request: Request) -> Response:
     user = await current_user(request)
     svc = _svc(request)
+    usable, _, _ = await svc.db.key_stats(user.id)
+    model = svc.catalog.get(svc.settings.default_model)
+    auto = None
+    if model is not None:
+        try:
+            auto = jobs.choose_backend("auto", model, has_usable_key=usable > 0,
+                                       flow_enabled=svc.settings.flow_enabled)
+        except InvalidRequest:
+            auto = None
     return render.JSON(wire.Me(id=user.id, name=user.name, is_admin=user.is_admin,
-                               webhook_secret=svc.box.webhook_secret(user.id)))
+                               webhook_secret=svc.box.webhook_secret(user.id),
+                               usable_keys=usable, auto_backend=auto))
 
 
 def _state_key(svc: Services, account: str) -> str:

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import contextlib
 import re
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -18,7 +19,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 
 from veo import jobs as core
 from veo import wire
-from veo.errors import BadRequest, InvalidRequest, NotFound, VeoError
+from veo.errors import BadRequest, CryptoError, InvalidRequest, NotFound, VeoError
 from veo.events import Hub, TooManyStreams
 from veo.records import Job, User
 from veo.services import Services
@@ -233,6 +234,10 @@ async def build_final(request: Request) -> Response:
     return render.JSON(await _fresh(request, row.id), status_code=202)
 
 
+# a redo keeps an output's URL and replaces its bytes: caches must ask again every time
+_NO_CACHE = {"Cache-Control": "private, no-cache"}
+
+
 async def _serve(request: Request, key: str | None, content_type: str,
                  filename: str) -> Response:
     """An object as a redirect to a short-lived presigned URL (S3) or a ranged stream (local)."""
@@ -244,7 +249,52 @@ async def _serve(request: Request, key: str | None, content_type: str,
         return RedirectResponse(url, status_code=302, headers={"Cache-Control": "no-store"})
     assert isinstance(storage, LocalStorage)
     return FileResponse(storage.path(key), media_type=content_type, filename=filename,
-                        content_disposition_type="inline")
+                        content_disposition_type="inline", headers=_NO_CACHE)
+
+
+async def _link(request: Request, key: str | None) -> Response:
+    """A short-lived URL for the object that needs no token: a presigned URL (S3), or a signed
+    path of this service (local), so a <video> element can stream it with Range requests."""
+    svc = _svc(request)
+    if key is None or await svc.storage.head(key) is None:
+        raise NotFound("the file is not stored (yet)")
+    expires = int(time.time()) + PRESIGN_SECONDS
+    url = await svc.storage.presign(key, PRESIGN_SECONDS)
+    if url is None:
+        url = f"{str(request.base_url).rstrip('/')}/api/files/{svc.box.sign_link(key, expires)}"
+    return render.JSON(wire.LinkOut(url=url, expires_at=datetime.fromtimestamp(expires, UTC)),
+                       headers={"Cache-Control": "no-store"})
+
+
+async def signed_file(request: Request) -> Response:
+    """``GET /api/files/{token}``: an object named by a link token (no bearer token)."""
+    svc = _svc(request)
+    try:
+        key = svc.box.open_link(request.path_params["token"], time.time())
+    except CryptoError:
+        raise NotFound("this link is unknown or has expired") from None
+    storage = svc.storage
+    if not isinstance(storage, LocalStorage) or await storage.head(key) is None:
+        raise NotFound("this link is unknown or has expired")
+    media_type = "image/jpeg" if key.endswith(".jpg") else "video/mp4"
+    return FileResponse(storage.path(key), media_type=media_type,
+                        content_disposition_type="inline", headers=_NO_CACHE)
+
+
+async def output_link(request: Request) -> Response:
+    svc, _, row = await _owned(request)
+    out = await svc.db.get_output(request.path_params["output_id"], row.id)
+    if out is None:
+        raise NotFound(f"no output {request.path_params['output_id']!r}")
+    return await _link(request, out.object_key)
+
+
+async def final_link(request: Request) -> Response:
+    svc, _, row = await _owned(request)
+    final = await svc.db.get_final(row.id)
+    if final is None or final.status != "succeeded":
+        raise NotFound("this job has no final video (yet)")
+    return await _link(request, final.object_key)
 
 
 async def output(request: Request) -> Response:

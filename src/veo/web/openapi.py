@@ -13,7 +13,7 @@ _BODY_TYPES: list[Any] = [
     wire.KeyOut, wire.KeyList, wire.UserIn, wire.UserOut, wire.Me,
     wire.Health, wire.QueueStatus, wire.FlowAuthStatus, wire.RetryFailed,
     wire.ErrorBody, wire.SelectIn, wire.RedoIn, wire.FinalSpec, wire.ModelList, wire.TokenOut,
-    wire.Revoked,
+    wire.Revoked, wire.LinkOut,
 ]
 
 
@@ -134,6 +134,15 @@ def document() -> dict[str, Any]:
                         errors=("400", "401", "404", "409", "422")),
             "get": _op("The stitched video", _VIDEO, params=job, errors=("401", "404")),
         },
+        "/api/jobs/{job_id}/final/link": {"get": _op(
+            "A short-lived URL of the stitched video that needs no token",
+            {"200": _json(wire.LinkOut)}, params=job, errors=("401", "404"))},
+        "/api/jobs/{job_id}/outputs/{output_id}/link": {"get": _op(
+            "A short-lived URL of the video that needs no token", {"200": _json(wire.LinkOut)},
+            params=[*job, _path_param("output_id")], errors=("401", "404"))},
+        "/api/files/{token}": {"get": _op(
+            "A stored file named by a link token (local storage)", _VIDEO, auth=False,
+            params=[_path_param("token")], errors=("404",))},
         "/api/jobs/{job_id}/final/poster": {"get": _op(
             "A JPEG frame of the stitched video", _IMAGE, params=job, errors=("401", "404"))},
         "/api/jobs/{job_id}/outputs/{output_id}/poster": {"get": _op(

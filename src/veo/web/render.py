@@ -81,14 +81,22 @@ def job(request: Request, row: Job, clips: list[Clip], outputs: list[Output],
         started_at=row.started_at, finished_at=row.finished_at, attempts=row.attempts,
         urls=wire.JobUrls(get=f"{base}/api/jobs/{jid}", cancel=f"{base}/api/jobs/{jid}/cancel",
                           events=f"{base}/api/jobs/{jid}/events"),
-        final=None if final is None else final_out(base, jid, final),
+        final=None if final is None else final_out(base, jid, final, clips, outputs),
     )
 
 
-def final_out(base: str, job_id: str, final: Final) -> wire.FinalOut:
+def final_out(base: str, job_id: str, final: Final, clips: list[Clip],
+              outputs: list[Output]) -> wire.FinalOut:
     done = final.status == "succeeded"
+    picked = {c.idx: c.selected for c in clips}
+    now = [{"clip": o.clip, "variant": o.variant, "sha256": o.sha256} for o in outputs
+           if picked.get(o.clip) == o.variant]
+    o = final.options
     return wire.FinalOut(
-        status=final.status, transition=final.options.transition,
+        status=final.status, transition=o.transition, crossfade_seconds=o.crossfade_seconds,
+        trim_start_frames=o.trim_start_frames, trim_end_frames=o.trim_end_frames,
+        loudnorm=o.loudnorm, stale=done and final.selection is not None and
+        sorted(final.selection, key=lambda s: s["clip"]) != now,
         url=f"{base}/api/jobs/{job_id}/final" if done else None,
         poster_url=f"{base}/api/jobs/{job_id}/final/poster" if done else None,
         duration_seconds=final.duration_seconds if done else None,

@@ -35,6 +35,11 @@ def selected_outputs(clips: list[Clip], outputs: list[Output]) -> list[Output]:
     return chosen
 
 
+def selection(chosen: list[Output]) -> list[dict[str, object]]:
+    """What a final is made of, to tell later whether a pick or a redo made it stale."""
+    return [{"clip": o.clip, "variant": o.variant, "sha256": o.sha256} for o in chosen]
+
+
 async def chain_frame(db: Db, storage: Storage, job: Job, prev: int) -> Frame:
     """The last frame of the selected variant of clip ``prev``: the next clip's first frame."""
     clips = [c for c in await db.clips_of_job(job.id) if c.idx == prev]
@@ -86,7 +91,7 @@ async def build_final(db: Db, storage: Storage, redis: Redis, job: Job) -> None:
             await fence.finish_final(job.id, "succeeded", object_key=names.final(job.id),
                                      poster_key=names.final_poster(job.id),
                                      duration=result.duration, size=stored.size,
-                                     sha256=stored.sha256)
+                                     sha256=stored.sha256, selection=selection(chosen))
     except RunLost:
         await storage.delete(key)
         await storage.delete(poster_key)
