@@ -251,20 +251,25 @@ class Lifecycle:
         return True
 
     async def pause(self, job: Job, reason: str, *, until: float | None = None,
-                    detail: str | None = None) -> bool:
-        """Pause a queued or running job; the whole account or key pool follows when the cause
-        is theirs. No try is spent."""
+                    detail: str | None = None, found: bool = True) -> bool:
+        """Pause a queued or running job; no try is spent. ``found``: this job ran into the
+        cause (the account or the key pool follows); else it only met a cause already known
+        (a Flow account already resting or waiting for a login) and just waits with it."""
         resume_at = datetime.fromtimestamp(until, UTC) if until else None
-        if reason == jobs.PausedReason.FLOW_NEEDS_AUTH:
+        if reason == jobs.PausedReason.FLOW_NEEDS_AUTH and found:
             await self.login_required(job.account, job_id=job.id, detail=detail or "")
         elif reason == jobs.PausedReason.FLOW_RATE_LIMITED:
-            resume_at = await self.cool_account(job.account, job_id=job.id,
-                                                detail=detail or "")
+            if found:
+                resume_at = await self.cool_account(job.account, job_id=job.id,
+                                                    detail=detail or "")
+            else:
+                acct = await self.db.flow_account(job.account)
+                resume_at = acct.cooling_until if acct else None
         row = await self.db.pause_job(job.id, job.run_seq, reason, resume_at)
         if row is not None:
             await self._changed(row, "job.paused", reason=reason,
                                 resume_at=resume_at.isoformat() if resume_at else None)
-        if reason == jobs.PausedReason.API_KEYS_EXHAUSTED and row is not None:
+        if reason == jobs.PausedReason.API_KEYS_EXHAUSTED and row is not None and found:
             await alerts.raise_alert(self.db, alerts.KEYS_EXHAUSTED, job.user_id, {
                 "job_id": job.id,
                 "message": "every usable Gemini key is cooling down; API jobs are paused"})

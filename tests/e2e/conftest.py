@@ -25,8 +25,11 @@ async def harness(pg_dsn: str, redis_url: str, redis, tmp_path: Path,  # type: i
 
 
 def flow_env(h_env: dict[str, str], fake: FakeFlow, **extra: str) -> dict[str, str]:
+    # headless by default here for speed; the headed path has tests of its own
     return {**h_env, "FLOW_BACKEND_ENABLED": "true", "FLOW_BASE_URL": fake.home,
-            "FLOW_BROWSER_EXECUTABLE": CHROMIUM, "FLOW_JOB_TIMEOUT": "30", **extra}
+            "FLOW_BROWSER_EXECUTABLE": CHROMIUM, "FLOW_JOB_TIMEOUT": "30",
+            "FLOW_HEADLESS": "true", "FLOW_CANARY_MINUTES": "0", "FLOW_LEASE_SECONDS": "3",
+            "FLOW_COOLDOWN_SECONDS": "30", **extra}
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -50,8 +51,8 @@ async def health(request: Request) -> Response:
     canary = None
     if acct is not None and acct.canary:
         try:
-            canary = wire.Canary(**acct.canary)
-        except TypeError:
+            canary = msgspec.convert(acct.canary, wire.Canary)
+        except msgspec.ValidationError:
             canary = None
     body = wire.Health(
         status="ok" if ok else "degraded",

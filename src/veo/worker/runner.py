@@ -62,7 +62,7 @@ async def run_job(ctx: Ctx, job_id: str, run_seq: int) -> str:
         async with backend.slot():
             reason = await backend.blocked(job)
             if reason is not None:
-                await svc.lifecycle.pause(job, reason)
+                await svc.lifecycle.pause(job, reason, found=False)
                 return "paused"
             claimed = await svc.lifecycle.claim(job_id, run_seq, ctx["worker_id"])
             if claimed is None:
