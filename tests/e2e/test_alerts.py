@@ -52,6 +52,7 @@ async def test_one_alert_per_cause(flow_harness: Harness, fake_flow: FakeFlow,
     await add_key(h, api_token, key)
     fake_gemini.key(key, quota=0)
     fake_flow.expire_all()
+    settings = dataclasses.replace(settings, key_max_wait_seconds=0.0)
     async with worker_settings.in_process(settings, flow=True):
         flow_ids = [await submit(h, flow_token, {"prompt": f"expired {i}"}) for i in range(3)]
         api_ids = [(await h.http.post("/api/jobs", json={"prompt": f"dry {i}"},
@@ -60,6 +61,10 @@ async def test_one_alert_per_cause(flow_harness: Harness, fake_flow: FakeFlow,
             await h.wait_job(flow_token, job_id, {"paused"}, timeout=60)
         for job_id in api_ids:
             await h.wait_job(api_token, job_id, {"paused"}, timeout=60)
+        for _ in range(100):  # the outbox sends within a second
+            if len(got) >= 2:
+                break
+            await asyncio.sleep(0.1)
         await asyncio.sleep(0.5)
     kinds = sorted(a["kind"] for a in got)
     assert kinds == ["api_keys_exhausted", "flow_login_required"], got
@@ -67,3 +72,42 @@ async def test_one_alert_per_cause(flow_harness: Harness, fake_flow: FakeFlow,
     assert flow_alert["account"] == h.settings.flow_account
     assert "veo-auth export --upload" in flow_alert["message"]
     assert key not in json.dumps(got)
+
+
+async def test_failed_alert_is_retried_not_forgotten(harness: Harness,
+                                                     fake_gemini: FakeGemini) -> None:
+    """An alert whose POST failed stays in the outbox and is sent again later."""
+    h = harness
+    calls: list[int] = []
+
+    async def flaky(request: Request) -> Response:
+        calls.append(1)
+        return Response(status_code=503 if len(calls) == 1 else 204)
+
+    server = uvicorn.Server(uvicorn.Config(Starlette(routes=[Route("/a", flaky,
+                                                                   methods=["POST"])]),
+                                           host="127.0.0.1", port=0, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}/a"
+    from veo import alerts
+    from veo.worker import outbox
+
+    try:
+        settings = dataclasses.replace(h.settings, alert_webhook_url=url)
+        assert await alerts.raise_alert(h.svc.db, "test_cause", "scope", {"message": "m"})
+        assert not await alerts.raise_alert(h.svc.db, "test_cause", "scope", {"message": "m"})
+        svc = dataclasses.replace(h.svc, settings=settings)
+        (item,) = await h.svc.db.claim_outbox(10, 60)
+        assert await outbox.deliver(svc, item) == "retrying"
+        row = await h.svc.db.get_outbox(item.id)
+        assert row is not None and row.status == "pending" and row.last_error == "HTTP 503"
+        await h.svc.db.pool.execute("UPDATE outbox SET next_at = now() WHERE id = $1", item.id)
+        (again,) = await h.svc.db.claim_outbox(10, 60)
+        assert again.id == item.id and again.attempts == 2
+        assert await outbox.deliver(svc, again) == "delivered"
+        assert len(calls) == 2
+    finally:
+        server.should_exit = True
+        await task

@@ -1,14 +1,34 @@
-"""Two workers, two Flow accounts, side by side: each runs only its own account's jobs, and a
-login expiry pauses only the account it happened to."""
+"""Flow accounts and their drivers: two accounts side by side pause independently, and two
+workers on one account never drive it at once (the lease), the second taking over when the
+first stops."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from tests.harness import CHROMIUM, Harness, worker_env
-from veo import config, flow_state, lifecycle
+from veo import config, flow_state, names
+from veo.jobs import ClipSpec
+from veo.records import Params
 from veo.sandbox.flow import FakeFlow
 from veo.worker import settings as worker_settings
+
+BASE = {"FLOW_BACKEND_ENABLED": "true", "FLOW_BROWSER_EXECUTABLE": CHROMIUM,
+        "FLOW_JOB_TIMEOUT": "30", "FLOW_STATE_POLL_SECONDS": "0.3", "FLOW_HEADLESS": "true",
+        "FLOW_CANARY_MINUTES": "0", "FLOW_LEASE_SECONDS": "1.5"}
+
+
+async def _job(h: Harness, user_id: str, account: str, prompt: str) -> str:
+    row = await h.svc.db.create_job(
+        user_id=user_id, backend="flow", requested_backend="flow", model="veo-3.1-fast",
+        params=Params(), webhook_url=None, idempotency_key=None, request_hash=None,
+        flow_account=account, continuity="none", final_options=None,
+        clips=[ClipSpec(prompt=prompt)])
+    from veo import queue
+
+    await queue.enqueue(h.svc.redis, row)
+    return row.id
 
 
 async def test_accounts_pause_independently(harness: Harness, fake_flow: FakeFlow,
@@ -16,33 +36,20 @@ async def test_accounts_pause_independently(harness: Harness, fake_flow: FakeFlo
     h = harness
     # two Flow sites stand in for two Google accounts (each with its own sessions)
     other = FakeFlow()
-    other.delay = 0.3
     await other.start()
-    fake_flow.delay = 0.3
-    base = {"FLOW_BACKEND_ENABLED": "true", "FLOW_BROWSER_EXECUTABLE": CHROMIUM,
-            "FLOW_JOB_TIMEOUT": "30", "FLOW_STATE_POLL_SECONDS": "0.3"}
-    settings_a = config.load({**worker_env(h), **base, "FLOW_ACCOUNT": "alpha",
-                                   "FLOW_BASE_URL": fake_flow.home})
-    settings_b = config.load({**worker_env(h), **base, "FLOW_ACCOUNT": "beta",
-                                   "FLOW_BASE_URL": other.home})
+    settings_a = config.load({**worker_env(h), **BASE, "FLOW_ACCOUNT": "alpha",
+                              "FLOW_BASE_URL": fake_flow.home})
+    settings_b = config.load({**worker_env(h), **BASE, "FLOW_ACCOUNT": "beta",
+                              "FLOW_BASE_URL": other.home})
     await flow_state.write(h.svc.storage, h.svc.box, "alpha", fake_flow.storage_state())
     await flow_state.write(h.svc.storage, h.svc.box, "beta", other.storage_state())
-    _, token = await h.user("accounts")
-    user_id = await h.svc.db.pool.fetchval("SELECT id FROM users WHERE name = 'accounts'")
-
-    async def job(account: str, prompt: str) -> str:
-        row, _ = await h.svc.db.create_job(
-            user_id=user_id, backend="flow", requested_backend="flow",
-            model="veo-3.1-fast-generate-preview", params={"number_of_videos": 1},
-            webhook_url=None, idempotency_key=None, request_hash=None, flow_account=account,
-            clips=[(prompt, None, None)])
-        await lifecycle.enqueue(h.svc, row)
-        return str(row["id"])
-
+    user, token = await h.user("accounts")
+    life = h.svc.lifecycle
     try:
         async with worker_settings.in_process(settings_a, flow=True), \
                 worker_settings.in_process(settings_b, flow=True):
-            first = [await job("alpha", "alpha one"), await job("beta", "beta one")]
+            first = [await _job(h, user.id, "alpha", "alpha one"),
+                     await _job(h, user.id, "beta", "beta one")]
             for job_id in first:
                 assert (await h.wait_job(token, job_id, {"succeeded", "failed"}, 60))[
                     "status"] == "succeeded"
@@ -50,16 +57,57 @@ async def test_accounts_pause_independently(harness: Harness, fake_flow: FakeFlo
             assert [s["prompt"] for s in fake_flow.submits] == ["alpha one"]
             assert [s["prompt"] for s in other.submits] == ["beta one"]
             fake_flow.expire_all()  # alpha's login dies
-            a2, b2 = await job("alpha", "alpha two"), await job("beta", "beta two")
+            a2 = await _job(h, user.id, "alpha", "alpha two")
+            b2 = await _job(h, user.id, "beta", "beta two")
             paused = await h.wait_job(token, a2, {"paused", "failed"}, 60)
             assert paused["status"] == "paused" and paused["paused_reason"] == "flow_needs_auth"
             done = await h.wait_job(token, b2, {"succeeded", "failed"}, 60)
             assert done["status"] == "succeeded"  # beta never noticed
-            assert await lifecycle.flow_paused(h.svc, "alpha")
-            assert not await lifecycle.flow_paused(h.svc, "beta")
+            assert await life.flow_paused("alpha") and not await life.flow_paused("beta")
             await flow_state.write(h.svc.storage, h.svc.box, "alpha", fake_flow.storage_state())
             assert (await h.wait_job(token, a2, {"succeeded", "failed"}, 60))["status"] \
                 == "succeeded"
     finally:
         await other.stop()
 
+
+async def test_one_driver_per_account(harness: Harness, fake_flow: FakeFlow) -> None:
+    h = harness
+    env = {**worker_env(h), **BASE, "FLOW_ACCOUNT": "shared", "FLOW_BASE_URL": fake_flow.home}
+    await flow_state.write(h.svc.storage, h.svc.box, "shared", fake_flow.storage_state())
+    user, token = await h.user("leased")
+    fake_flow.delay = 0.6
+    managers = {name: worker_settings.in_process(config.load(env), flow=True)
+                for name in ("one", "two")}
+    workers = {name: await cm.__aenter__() for name, cm in managers.items()}
+    try:
+        ids = [await _job(h, user.id, "shared", f"shared {i}") for i in range(4)]
+        drivers: set[str] = set()
+        peak = 0
+        bodies: list[dict[str, object]] = []
+        for _ in range(400):
+            running = [w for w in workers.values() if "flow" in w.ctx["backends"]]
+            drivers |= {w.ctx["worker_id"] for w in running}
+            peak = max(peak, len(running))
+            bodies = [(await h.http.get(f"/api/jobs/{i}", headers=h.auth(token))).json()
+                      for i in ids]
+            if all(b["status"] == "succeeded" for b in bodies):
+                break
+            await asyncio.sleep(0.05)
+        assert all(b["status"] == "succeeded" for b in bodies), bodies
+        assert peak == 1 and len(drivers) == 1  # never two browsers on one account
+        holder = (await h.svc.redis.get(names.flow_lease("shared"))).decode()
+        assert holder in drivers
+        # the driving worker stops: the other one takes the account over and serves it
+        first = next(n for n, w in workers.items() if w.ctx["worker_id"] == holder)
+        second = next(n for n in workers if n != first)
+        await managers.pop(first).__aexit__(None, None, None)
+        later = await _job(h, user.id, "shared", "after the handover")
+        done = await h.wait_job(token, later, {"succeeded", "failed"}, 60)
+        assert done["status"] == "succeeded", done
+        assert "flow" in workers[second].ctx["backends"]
+        new_holder = (await h.svc.redis.get(names.flow_lease("shared"))).decode()
+        assert new_holder == workers[second].ctx["worker_id"]
+    finally:
+        for cm in managers.values():
+            await cm.__aexit__(None, None, None)

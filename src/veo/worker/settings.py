@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import socket
 import sys
 from collections.abc import AsyncIterator, Coroutine
@@ -77,7 +78,8 @@ def make_startup(settings: config.Settings, *, flow: bool) -> Any:
         logs.configure(settings.log_format)
         svc = await build_services(settings, pool_size=20)
         ctx["services"] = svc
-        ctx["worker_id"] = f"{socket.gethostname()}:{os.getpid()}"
+        # unique per worker, also for several in one process (demo, tests, the Flow loop)
+        ctx["worker_id"] = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         ctx["tasks"] = set()
         ctx["closers"] = []
         gemini = Gemini(settings)
