@@ -81,20 +81,22 @@ async def test_sigkill_mid_flow_generation_recovers(harness: Harness, fake_flow:
     account = "crashflow"
     env = worker_env(h, FLOW_BACKEND_ENABLED="true", FLOW_BASE_URL=fake_flow.home,
                      FLOW_BROWSER_EXECUTABLE=CHROMIUM, FLOW_ACCOUNT=account,
-                     FLOW_STATE_POLL_SECONDS="0.5")
+                     FLOW_STATE_POLL_SECONDS="0.5", FLOW_HEADLESS="true",
+                     FLOW_CANARY_MINUTES="0", FLOW_LEASE_SECONDS="2")
     await flow_state.write(h.svc.storage, h.svc.box, account, fake_flow.storage_state())
     _, token = await h.user("flowcrash")
     fake_flow.delay = 3.0
     # the web routes to Flow for this user (no key); the job carries the worker's account
-    job, _ = await h.svc.db.create_job(
-        user_id=(await h.svc.db.pool.fetchval("SELECT id FROM users WHERE name = 'flowcrash'")),
-        backend="flow", requested_backend="flow", model="veo-3.1-fast-generate-preview",
-        params={"number_of_videos": 1, "aspect_ratio": "16:9"}, webhook_url=None,
-        idempotency_key=None, request_hash=None, flow_account=account,
-        clips=[("crash in the middle", None, None)])
-    from veo import lifecycle
+    from veo import queue
+    from veo.jobs import ClipSpec
+    from veo.records import Params
 
-    await lifecycle.enqueue(h.svc, job)
+    job = await h.svc.db.create_job(
+        user_id=(await h.svc.db.pool.fetchval("SELECT id FROM users WHERE name = 'flowcrash'")),
+        backend="flow", requested_backend="flow", model="veo-3.1-fast", params=Params(),
+        webhook_url=None, idempotency_key=None, request_hash=None, flow_account=account,
+        continuity="none", final_options=None, clips=[ClipSpec(prompt="crash in the middle")])
+    await queue.enqueue(h.svc.redis, job)
     log = tmp_path / "flow-worker.log"
     first = await spawn_worker(env, log)
     try:
@@ -106,7 +108,7 @@ async def test_sigkill_mid_flow_generation_recovers(harness: Harness, fake_flow:
         if first.returncode is None:
             first.kill()
     fake_flow.delay = 0.3
-    done = await finish_with_new_worker(h, env, log, token, job["id"], 60)
+    done = await finish_with_new_worker(h, env, log, token, job.id, 60)
     assert done["status"] == "succeeded", done
     assert done["attempts"] == 2 and len(done["outputs"]) == 1
     ident = mp4.identify(await fetch_output(h, token, done["outputs"][0]["url"]))
