@@ -17,11 +17,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import uvicorn
 
-from veo import config, flow_state, logs
+from veo import config, db, flow_state, logs
 from veo.gemini import KeyCheck
 from veo.keypool import KeyPool
 from veo.sandbox.flow import FakeFlow
@@ -42,21 +41,6 @@ def run_demo(*, once: bool, port: int | None) -> int:
         return 0
 
 
-async def _ensure_database(dsn: str) -> None:
-    name = dsn.rsplit("/", 1)[1].split("?")[0]
-    try:
-        conn = await asyncpg.connect(dsn)
-        await conn.close()
-        return
-    except asyncpg.InvalidCatalogNameError:
-        pass
-    admin = await asyncpg.connect(dsn.rsplit("/", 1)[0] + "/postgres")
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-
-
 async def _serve(app: Any, host: str, port: int) -> tuple[uvicorn.Server, asyncio.Task[Any]]:
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
                                            access_log=False))
@@ -71,7 +55,7 @@ async def _serve(app: Any, host: str, port: int) -> tuple[uvicorn.Server, asynci
 async def _demo(*, once: bool, port: int | None, root: Path) -> int:
     env = dict(os.environ)
     dsn = env.get("DATABASE_URL", DEMO_DB)
-    await _ensure_database(dsn)
+    await db.ensure_database(dsn)
     gemini, flow = FakeGemini(), FakeFlow()
     gemini.delay, flow.delay = 3.0, 3.0
     await gemini.start()
@@ -84,6 +68,8 @@ async def _demo(*, once: bool, port: int | None, root: Path) -> int:
         "VEO_POLL_SECONDS": "0.5", "FLOW_STATE_POLL_SECONDS": "1", "LOG_FORMAT": "console",
         "VEO_RECONCILE_SECONDS": "2", "S3_BUCKET": "",
     })
+    # the fake Flow accepts a headless browser; a headed one would open windows on a desktop
+    env.setdefault("FLOW_HEADLESS", "true")
     if chromium:
         env["FLOW_BROWSER_EXECUTABLE"] = chromium
     settings = config.load(env)
