@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from tests.harness import Harness, add_key, api_env, make_user, new_key, running
 from veo import names
@@ -220,3 +221,38 @@ async def test_clients_that_hang_up_early_give_their_slot_back(
         for delay in (0.0, 0.001, 0.003, 0.01, 0.03, 0.1) * CAP:
             await hang_up_after(h, token, job_id, delay)
         await until_streams_free(h, token, job_id)
+
+
+async def test_streams_hear_changes_again_after_a_redis_restart(
+        pg_dsn: str, tmp_path: Path, fake_gemini: FakeGemini) -> None:
+    """The process's one subscription is re-made when Redis comes back: a change published
+    after a restart reaches an open stream at once, not at the stream's next keep-alive."""
+    from tests.harness import RedisServer
+
+    server = RedisServer()
+    server.start()
+    try:
+        env = api_env(pg_dsn, server.url, tmp_path / "store", fake_gemini.url)
+        async with running(env) as h:
+            token = await user_with_key(h, "survivor")
+            job_id = await submit(h, token, "watched through a restart")
+            async with stream(h, token, job_id) as resp:
+                assert (await resp.first())["status"] == "queued"
+                server.stop()
+                server.start()
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 10
+                while True:
+                    with contextlib.suppress(RedisConnectionError):  # this test's own first ask
+                        if await subscribers(h) == (1, [names.EVENTS_CHANNEL.encode()]):
+                            break
+                    assert loop.time() < deadline, "the hub did not subscribe again"
+                    await asyncio.sleep(0.1)
+                started = loop.time()
+                canceled = await h.http.post(f"/api/jobs/{job_id}/cancel",
+                                             headers=h.auth(token))
+                assert canceled.status_code == 200
+                assert [e["status"] for e in await resp.rest(10)] == ["canceled"]
+                assert loop.time() - started < 5  # the notice, not the 15 s keep-alive
+    finally:
+        server.stop()
