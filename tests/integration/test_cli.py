@@ -118,6 +118,7 @@ async def test_veo_auth_export_upload_check(cli_env: dict[str, str], fake_flow: 
     state = json.loads(out_path.read_text())
     assert any(c["name"] == "SID" for c in state["cookies"])
     assert "uploaded it encrypted to flow/auth/cli/storage_state.json" in out
+    fake_flow.auto_login = False  # nobody signs in for the checks below
     code, out = await run(["veo-auth", "check"], env)
     assert code == 0 and "logged in" in out and "NOT" not in out, out
     fake_flow.expire_all()

@@ -48,7 +48,7 @@ def _write_private(path: Path, data: str) -> None:
 async def export(settings: config.Settings, output: Path, upload: bool, headless: bool,
                  wait: float) -> int:
     from veo.browser.context import BrowserSession
-    from veo.browser.flow import is_login_page
+    from veo.browser.flow import LoginState, check_login, is_login_page
 
     session = BrowserSession(executable=settings.flow_browser_executable, headless=headless,
                              recycle_jobs=1_000_000)
@@ -62,7 +62,12 @@ async def export(settings: config.Settings, output: Path, upload: bool, headless
                 await asyncio.sleep(1.0)
                 on_flow = page.url.startswith(settings.flow_base_url.split("?")[0])
                 if on_flow and not await is_login_page(page):
-                    break
+                    # looks signed in: confirm with the worker's own login test, since a dead
+                    # session also shows Flow's page for a moment before it hops to /about
+                    async with session.page() as probe:
+                        if await check_login(probe, settings.flow_base_url) is \
+                                LoginState.SIGNED_IN:
+                            break
                 if time.monotonic() > deadline:
                     print("veo-auth: timed out waiting for the sign-in", file=sys.stderr)
                     return 1
