@@ -97,21 +97,23 @@ async def test_user_retry_runs_on_its_own_clock(pg_dsn: str, redis_url: str, red
     """The first run failed; the user retries long after the clip budget would have run out
     counted from the first start: the retry must not be failed as a timeout at claim."""
     async with service(pg_dsn, redis_url, tmp_path, fake_gemini,
-                       VEO_API_JOB_TIMEOUT="2") as h:
+                       VEO_API_JOB_TIMEOUT="4") as h:
         token, _ = await user_with_key(h, "clock")
+        fake_gemini.distinct_videos = False
         await h.start_worker()
         fake_gemini.force("fail-arg")  # a permanent failure: no automatic retry
-        job_id = await submit(h, token, {"prompt": "run on your own clock"})
+        job_id = await submit(h, token, {"prompt": "run on your own clock",
+                                         "duration_seconds": 3})
         first = await h.wait_job(token, job_id, TERMINAL)
         assert first["status"] == "failed" and first["error"]["code"] == "generation_failed"
-        await asyncio.sleep(2.5)  # longer than the clip budget since the first start
+        await asyncio.sleep(4.5)  # longer than the clip budget since the first start
         fake_gemini.delay = 1.0  # well inside the budget, but not instant
         await retry(h, token, job_id)
         done = await h.wait_job(token, job_id, TERMINAL)
         assert done["status"] == "succeeded", done
         assert done["error"] is None and done["attempts"] == 1
         assert datetime.fromisoformat(done["started_at"]) > \
-            datetime.fromisoformat(first["started_at"]) + timedelta(seconds=2)
+            datetime.fromisoformat(first["started_at"]) + timedelta(seconds=4)
         assert len(fake_gemini.creates()) == 2
 
 
@@ -121,16 +123,17 @@ async def test_timeouts_are_per_clip_not_per_job(pg_dsn: str, redis_url: str, re
     """Nine clips, four at a time, take three clip lengths; each clip is well inside its
     budget, the job as a whole is not. A job-wide timeout kills it; a clip timeout must not."""
     async with service(pg_dsn, redis_url, tmp_path, fake_gemini,
-                       VEO_API_JOB_TIMEOUT="4") as h:
+                       VEO_API_JOB_TIMEOUT="5") as h:
         token, _ = await user_with_key(h, "perclip")
         await h.start_worker()
-        fake_gemini.delay = 2.0
+        fake_gemini.delay = 2.5
+        fake_gemini.distinct_videos = False  # one cached picture: the fake's ffmpeg stays idle
         started = time.monotonic()
         job_id = await submit(h, token, {"clips": [{"prompt": f"clip {i}"} for i in range(9)],
                                          "duration_seconds": 3})
         done = await h.wait_job(token, job_id, TERMINAL, timeout=60)
         assert done["status"] == "succeeded", done["error"]
-        assert time.monotonic() - started > 4  # the job did outlive one clip's budget
+        assert time.monotonic() - started > 5  # the job did outlive one clip's budget
         assert [c["status"] for c in done["clips"]] == ["succeeded"] * 9
         assert len(fake_gemini.creates()) == 9
 
@@ -162,18 +165,23 @@ async def test_resumed_job_runs_on_its_own_clock(pg_dsn: str, redis_url: str, re
                                                  fake_gemini: FakeGemini) -> None:
     """A job paused for longer than the clip budget (every key cooling) resumes by itself and
     is not failed as a timeout when it is claimed again."""
-    async with service(pg_dsn, redis_url, tmp_path, fake_gemini, VEO_API_JOB_TIMEOUT="2",
-                       VEO_KEY_MAX_WAIT_SECONDS="0", VEO_KEY_WINDOW_SECONDS="3") as h:
+    async with service(pg_dsn, redis_url, tmp_path, fake_gemini, VEO_API_JOB_TIMEOUT="3",
+                       VEO_KEY_MAX_WAIT_SECONDS="0", VEO_KEY_WINDOW_SECONDS="5",
+                       VEO_KEY_COOLDOWN_MAX_SECONDS="10") as h:
         token, key = await user_with_key(h, "resume")
-        fake_gemini.key(key, quota=1, window=3.0)  # as the pool's window: one create per 3 s
+        fake_gemini.distinct_videos = False
+        fake_gemini.key(key, quota=1, window=5.0)  # as the pool's window: one create per 5 s
         await h.start_worker()
-        first = await submit(h, token, {"prompt": "takes the quota"})
+        first = await submit(h, token, {"prompt": "takes the quota", "duration_seconds": 3})
         await until(lambda: len(fake_gemini.creates()) == 1, 10)
-        second = await submit(h, token, {"prompt": "waits for the key"})
+        second = await submit(h, token, {"prompt": "waits for the key", "duration_seconds": 3})
         paused = await h.wait_job(token, second, {"paused"}, timeout=10)
         assert paused["paused_reason"] == "api_keys_exhausted"
-        done = await h.wait_job(token, second, TERMINAL, timeout=20)
+        done = await h.wait_job(token, second, TERMINAL, timeout=30)
         assert done["status"] == "succeeded", done
+        # paused longer than a clip's budget, then claimed again: not a timeout
+        assert datetime.fromisoformat(done["started_at"]) > \
+            datetime.fromisoformat(paused["created_at"]) + timedelta(seconds=3)
         assert done["attempts"] == 1  # the pause gave its attempt back
         assert (await h.wait_job(token, first, TERMINAL))["status"] == "succeeded"
 
