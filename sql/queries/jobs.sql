@@ -94,11 +94,13 @@ SET status = $3, progress = CASE WHEN $3 = 'succeeded' THEN 100 ELSE progress EN
 WHERE id = $1 AND run_seq = $2 AND status = 'running' AND $3 IN ('succeeded', 'failed')
 RETURNING *;
 
--- Back to the queue under a new run number (retry after a retryable error, shutdown).
+-- Back to the queue under a new run number (retry after a retryable error, shutdown). A run
+-- handed back because its worker is stopping failed at nothing: it gives its attempt back ($4).
 -- name: requeue_running
 UPDATE jobs
 SET status = 'queued', run_seq = run_seq + 1, heartbeat_at = NULL, worker_id = NULL,
-    error = $3, updated_at = now()
+    error = $3, updated_at = now(),
+    attempts = CASE WHEN $4 THEN greatest(attempts - 1, 0) ELSE attempts END
 WHERE id = $1 AND run_seq = $2 AND status = 'running'
 RETURNING *;
 
@@ -219,6 +221,12 @@ WHERE j.status = 'running'
   AND EXISTS (SELECT 1 FROM finals f WHERE f.job_id = j.id AND f.status = 'running'
                 AND f.started_at < now() - make_interval(secs => $1::float8))
 RETURNING *;
+
+-- A job that failed for a reason of its own (no usable key, a timeout) leaves no clip open:
+-- the clips that never ended carry the job's error.
+-- name: fail_open_clips
+UPDATE clips SET status = 'failed', error = $2
+WHERE job_id = $1 AND status IN ('queued', 'running');
 
 -- The clips that were running when their job timed out carry the error too.
 -- name: fail_running_clips

@@ -446,12 +446,20 @@ class Db:
 
     async def finish_job(self, job_id: str, run_seq: int, status: str,
                          error: ErrorInfo | None) -> Job | None:
-        return await self._job("finish_job", job_id, run_seq, status, _json(error))
+        async def work(conn: asyncpg.Connection) -> Job | None:
+            row = await conn.fetchrow(self.q["finish_job"], job_id, run_seq, status,
+                                      _json(error))
+            if row is not None and status == "failed":
+                await conn.execute(self.q["fail_open_clips"], job_id, _json(error))
+            return _conv_opt(row, Job)
+        return await self._tx(work)
 
     async def requeue_running(self, job_id: str, run_seq: int,
-                              error: ErrorInfo | None = None) -> Job | None:
+                              error: ErrorInfo | None = None, *,
+                              refund: bool = False) -> Job | None:
         async def work(conn: asyncpg.Connection) -> Job | None:
-            row = await conn.fetchrow(self.q["requeue_running"], job_id, run_seq, _json(error))
+            row = await conn.fetchrow(self.q["requeue_running"], job_id, run_seq, _json(error),
+                                      refund)
             if row is not None:
                 await conn.execute(self.q["requeue_running_clips"], job_id)
             return _conv_opt(row, Job)

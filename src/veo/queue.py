@@ -34,7 +34,7 @@ _JOB_TTL_MS = 86_400_000  # arq's expires_extra_ms: a job not started within a d
 # arq marks a job it picked up "in progress" for its longest timeout + 10 s (a day here), and
 # nobody else may start it meanwhile. A worker that dies right after picking a job would strand
 # it that long, so a run shortens the mark to this lease at once and renews it while it lives.
-IN_PROGRESS_LEASE_MS = 30_000
+IN_PROGRESS_LEASE_MS = 10_000
 
 
 def queue_of(job: Job) -> str:

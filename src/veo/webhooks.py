@@ -35,6 +35,7 @@ SCHEDULE = (5, 300, 1800, 7200, 18000, 36000)
 MAX_TRIES = len(SCHEDULE) + 1
 TIMEOUT = 15.0  # seconds a receiver gets to answer 2xx
 
+UNRESOLVED = "webhook_unresolved"
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # IPv6 ranges that carry an IPv4 address (or reach one through a translator)
 _TRANSLATED = tuple(ipaddress.ip_network(n) for n in (
@@ -82,7 +83,9 @@ async def check_url(url: str, *, allow_private: bool) -> Target:
         infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, port,
                                                              type=socket.SOCK_STREAM)
     except OSError:
-        raise _refuse("host does not resolve") from None
+        # may pass later (DNS trouble): the outbox retries this one instead of giving up
+        raise InvalidRequest("webhook_url: host does not resolve", code=UNRESOLVED,
+                             details={"field": "webhook_url"}) from None
     addrs = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
     if not addrs:
         raise _refuse("host does not resolve")

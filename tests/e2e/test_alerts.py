@@ -72,6 +72,7 @@ async def test_one_alert_per_cause(flow_harness: Harness, fake_flow: FakeFlow,
     assert flow_alert["account"] == h.settings.flow_account
     assert "veo-auth export --upload" in flow_alert["message"]
     assert key not in json.dumps(got)
+    assert len({a["id"] for a in got}) == 2  # each alert carries an id kept across retries
 
 
 async def test_failed_alert_is_retried_not_forgotten(harness: Harness,
@@ -111,3 +112,19 @@ async def test_failed_alert_is_retried_not_forgotten(harness: Harness,
     finally:
         server.should_exit = True
         await task
+
+
+async def test_webhook_to_unresolvable_host_is_retried(harness: Harness) -> None:
+    """DNS trouble at delivery time may pass: the delivery is retried, not given up."""
+    h = harness
+    from veo.worker import outbox
+
+    _, token = await h.user("dns")
+    await add_key(h, token, new_key())
+    job_id = await submit(h, token, {"prompt": "x"})
+    await h.svc.db.add_outbox("evt_dns", "webhook", {"type": "job.succeeded"}, job_id=job_id,
+                              url="http://no-such-host.invalid/hook")
+    (item,) = [i for i in await h.svc.db.claim_outbox(10, 60) if i.id == "evt_dns"]
+    assert await outbox.deliver(h.svc, item) == "retrying"
+    row = await h.svc.db.get_outbox("evt_dns")
+    assert row is not None and row.status == "pending" and "resolve" in (row.last_error or "")

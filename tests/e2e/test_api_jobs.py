@@ -339,3 +339,18 @@ async def test_stored_video_probe_matches_request(harness: Harness) -> None:
     assert probe.duration == pytest.approx(6.0, abs=0.1)
     assert probe.video is not None and probe.video.height > probe.video.width
     assert probe.audio is not None
+
+
+async def test_job_failing_before_its_clips_closes_them(harness: Harness) -> None:
+    """A job that fails for a reason of its own (its only key deleted before it ran) leaves no
+    clip open: the clips carry the job's error."""
+    h = harness
+    _, token = await h.user("keyless-later")
+    key = await add_key(h, token, new_key())
+    job = await submit(h, token, {"clips": [{"prompt": "a"}, {"prompt": "b"}]})
+    await h.http.delete(f"/api/keys/{key['id']}", headers=h.auth(token))
+    await h.start_worker()
+    done = await h.wait_job(token, str(job["id"]), {"failed"})
+    assert done["error"]["code"] == "no_api_key"
+    assert [c["status"] for c in done["clips"]] == ["failed", "failed"]
+    assert all(c["error"]["code"] == "no_api_key" for c in done["clips"])

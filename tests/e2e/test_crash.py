@@ -137,6 +137,7 @@ async def test_sigterm_hands_running_job_back(harness: Harness, fake_gemini: Fak
     await asyncio.wait_for(first.wait(), 30)
     body = (await h.http.get(f"/api/jobs/{job_id}", headers=h.auth(token))).json()
     assert body["status"] == "queued" and body["error"] is None, body
+    assert body["attempts"] == 0  # handed back by a stopping worker: no attempt spent
     assert '"reason": "shutdown"' in log.read_text()
     for op in fake_gemini.operations.values():
         op.ready_at = 0

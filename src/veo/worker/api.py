@@ -93,9 +93,15 @@ class ApiBackend:
             share = (100 * request / len(counts), 100 / len(counts))
             videos, lease = await self._generate(run, request, saved.get(request), inputs,
                                                  share)
-            for offset, video in enumerate(videos[:count]):
-                await run.store_output(variants[offset], self.gemini.download(lease.secret,
-                                                                              video))
+            try:
+                for offset, video in enumerate(videos[:count]):
+                    await run.store_output(variants[offset],
+                                           self.gemini.download(lease.secret, video))
+            except GenerationFailed as exc:
+                if exc.code == "bad_video":
+                    # the same download would be just as unusable: make a new one next run
+                    await run.forget_generation(request)
+                raise
             await run.progress(int(100 * first_variant / wanted))
 
     def _retired(self, run: ClipRun, model: str, replacement: str | None) -> NoReturn:

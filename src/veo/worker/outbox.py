@@ -32,11 +32,11 @@ async def deliver(svc: Services, item: OutboxItem) -> str:
         status = await (_webhook(svc, item) if item.kind == "webhook" else _alert(svc, item))
         error = f"HTTP {status}"
         ok = 200 <= status < 300
-    except InvalidRequest as exc:  # the webhook URL now points somewhere it may not
-        await svc.db.outbox_abandoned(item.id, exc.message)
-        log.warning("webhook.refused", job_id=item.job_id, event_id=item.id, reason=exc.message)
-        metrics.WEBHOOKS.labels(item.kind, "refused").inc()
-        return "abandoned"
+    except InvalidRequest as exc:
+        if exc.code == webhooks.UNRESOLVED:  # DNS trouble may pass: retry like a failed POST
+            status, error, ok = 0, exc.message, False
+        else:  # the webhook URL now points somewhere it may not
+            return await _refused(svc, item, exc)
     except (httpx.HTTPError, OSError) as exc:
         ok, status, error = False, 0, type(exc).__name__
     event = "webhook" if item.kind == "webhook" else "alert"
@@ -60,6 +60,13 @@ async def deliver(svc: Services, item: OutboxItem) -> str:
     return "retrying"
 
 
+async def _refused(svc: Services, item: OutboxItem, exc: InvalidRequest) -> str:
+    await svc.db.outbox_abandoned(item.id, exc.message)
+    log.warning("webhook.refused", job_id=item.job_id, event_id=item.id, reason=exc.message)
+    metrics.WEBHOOKS.labels(item.kind, "refused").inc()
+    return "abandoned"
+
+
 async def _webhook(svc: Services, item: OutboxItem) -> int:
     assert item.url is not None and item.job_id is not None
     target = await webhooks.check_url(item.url,
@@ -81,7 +88,8 @@ async def _alert(svc: Services, item: OutboxItem) -> int:
     if not url:
         return 204  # nowhere to send: the log event is the alert
     async with httpx.AsyncClient(timeout=webhooks.TIMEOUT, follow_redirects=False) as client:
-        resp = await client.post(url, json=item.payload)
+        # the id stays the same across retries, so a receiver can tell a retry from a new alert
+        resp = await client.post(url, json={"id": item.id, **item.payload})
     return resp.status_code
 
 
