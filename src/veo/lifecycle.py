@@ -120,19 +120,18 @@ class Lifecycle:
             for field in ("first_frame", "last_frame"):
                 upload_id = getattr(clip, field)
                 if upload_id and upload_id not in found:
-                    raise InvalidRequest(f"clips[{i}].{field}: no upload {upload_id!r}",
-                                         details={"field": f"clips[{i}].{field}"})
+                    # a well-formed id naming nothing of the caller's: 404, as for ids in paths
+                    raise NotFound(f"clips[{i}].{field}: no upload {upload_id!r}",
+                                   details={"field": f"clips[{i}].{field}"})
             for upload_id in clip.reference_images or []:
                 if upload_id not in found:
-                    raise InvalidRequest(f"clips[{i}].reference_images: no upload "
-                                         f"{upload_id!r}",
-                                         details={"field": f"clips[{i}].reference_images"})
+                    raise NotFound(f"clips[{i}].reference_images: no upload {upload_id!r}",
+                                   details={"field": f"clips[{i}].reference_images"})
             if clip.extend_from:
                 out = await self.db.output_of_user(clip.extend_from, user.id)
                 if out is None:
-                    raise InvalidRequest(f"clips[{i}].extend_from: no output "
-                                         f"{clip.extend_from!r}",
-                                         details={"field": f"clips[{i}].extend_from"})
+                    raise NotFound(f"clips[{i}].extend_from: no output {clip.extend_from!r}",
+                                   details={"field": f"clips[{i}].extend_from"})
                 limit = valid.model.max_extended_seconds
                 if limit and (out.duration_seconds or 0) >= limit:
                     raise InvalidRequest(
@@ -237,13 +236,18 @@ class Lifecycle:
         row = await self.db.finish_job(job.id, job.run_seq, status, error)
         if row is None:
             return False
+        if status == "succeeded" and row.backend == "api":
+            # a key worked for this user again: a later exhaustion is a new cause, worth an alert
+            await alerts.clear(self.db, alerts.KEYS_EXHAUSTED, row.user_id)
         await self._changed(row, "job.succeeded" if status == "succeeded" else "job.failed",
                             warn=status != "succeeded", attempt=row.attempts)
         return True
 
     async def requeue(self, job: Job, error: ErrorInfo | None, *, reason: str,
                       defer: float | None = None) -> bool:
-        row = await self.db.requeue_running(job.id, job.run_seq, error)
+        # a worker that stops hands its runs back: no fault of the job's, no attempt spent
+        row = await self.db.requeue_running(job.id, job.run_seq, error,
+                                            refund=reason == "shutdown")
         if row is None:
             return False
         await self._changed(row, "job.requeued", reason=reason, defer=defer)
@@ -390,7 +394,6 @@ class Lifecycle:
         """API jobs whose keys cooled off, Flow accounts that rested."""
         n = 0
         for row in await self.db.resume_api_due():
-            await alerts.clear(self.db, alerts.KEYS_EXHAUSTED, row.user_id)
             await self._changed(row, "job.resumed", reason="key_available")
             await self._queue(row)
             n += 1
