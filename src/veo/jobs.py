@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import hashlib
 from datetime import date
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -80,43 +80,88 @@ Transition = Literal["cut", "crossfade"]
 MAX_CLIPS = 50
 MAX_PROMPT_CHARS = 4000
 MAX_REFERENCE_IMAGES = 3
-UploadId = msgspec.Meta(pattern=r"^upl_[0-9a-f]{24}$")
-OutputId = msgspec.Meta(pattern=r"^out_[0-9a-f]{24}$")
+MAX_VARIANTS = 4
+
+
+def whole(pattern: str, **meta: Any) -> msgspec.Meta:
+    """A constraint that ``pattern`` match the whole string. Python's ``$`` also matches before
+    a final newline, ECMA-262's (the document's) does not: the server checks with ``\\Z``, and
+    ``veo.web.openapi`` writes that ``\\Z`` as ``$``, so both mean the same strings."""
+    return msgspec.Meta(pattern=f"^(?:{pattern})\\Z", **meta)
+
+
+UploadId = whole(r"upl_[0-9a-f]{24}", description="an upload's id")
+OutputId = whole(r"out_[0-9a-f]{24}", description="the id of one of the caller's outputs")
+
+# The constraints below are stated once, on the types: msgspec enforces them when the server
+# decodes a request (a 422 naming the field) and writes them into the OpenAPI document, so a
+# client generated from the document never sends what the server refuses. ``validate`` keeps
+# its own checks for requests built in code (the CLI, tests), which msgspec does not check.
+# Text the service stores: PostgreSQL's text and jsonb cannot hold a NUL character.
+TEXT = r"[^\x00]*"
+# ... and text that must say something: at least one character that is not whitespace.
+# Whitespace is spelled out, as what Python's \s and ECMA-262's \s both take (they differ:
+# Python adds U+001C..U+001F and U+0085, ECMA U+FEFF), so server and document agree.
+SPACE = (r"\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f"
+         r"\u3000\ufeff")
+SOME_TEXT = rf"[^\x00]*[^\x00{SPACE}][^\x00]*"
+Prompt = Annotated[str, whole(SOME_TEXT, min_length=1, max_length=MAX_PROMPT_CHARS,
+                              description="what to film: not only whitespace, no NUL")]
+UploadRef = Annotated[str, UploadId]
+OutputRef = Annotated[str, OutputId]
+References = Annotated[list[UploadRef], msgspec.Meta(
+    max_length=MAX_REFERENCE_IMAGES, extra_json_schema={"uniqueItems": True},
+    description="upload ids of images whose subject or style the clip keeps")]
+Clips = Annotated[list["ClipSpec"], msgspec.Meta(min_length=1, max_length=MAX_CLIPS)]
+Variants = Annotated[int, msgspec.Meta(ge=1, le=MAX_VARIANTS,
+                                       description="variants of each clip")]
+Seconds = Annotated[int, msgspec.Meta(ge=1, description="the model's default when absent")]
+NegativePrompt = Annotated[str, whole(TEXT, max_length=MAX_PROMPT_CHARS)]
+PORT = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})"
+# a host name or IPv4 address (a bracketed IPv6 literal is left out: Python's urlsplit raises on
+# a malformed one, and no short pattern tells the good ones), then printable ASCII
+WebhookUrl = Annotated[str, whole(
+    rf"https?://[A-Za-z0-9._~-]+(?::{PORT})?(?:[/?#][!-~]*)?", max_length=2000,
+    description="an http(s) URL: a host name or IPv4 address, an optional port, no "
+                "credentials; its host must resolve (to public addresses only, unless the "
+                "deployment allows private ones)")]
+Crossfade = Annotated[float, msgspec.Meta(ge=0.1, le=3.0)]
+TrimFrames = Annotated[int, msgspec.Meta(ge=0, le=120)]
 
 
 class ClipSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    prompt: str
-    first_frame: str | None = None
-    last_frame: str | None = None
-    reference_images: list[str] | None = None
-    extend_from: str | None = None
+    prompt: Prompt
+    first_frame: UploadRef | None = None
+    last_frame: UploadRef | None = None
+    reference_images: References | None = None
+    extend_from: OutputRef | None = None
 
 
 class FinalSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     transition: Transition = "cut"
-    crossfade_seconds: float = 0.5
-    trim_start_frames: int = 0
-    trim_end_frames: int = 0
+    crossfade_seconds: Crossfade = 0.5
+    trim_start_frames: TrimFrames = 0
+    trim_end_frames: TrimFrames = 0
     loudnorm: bool = False
 
 
 class JobRequest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """Body of ``POST /api/jobs``: either ``prompt`` or ``clips``."""
 
-    prompt: str | None = None
-    clips: list[ClipSpec] | None = None
+    prompt: Prompt | None = None
+    clips: Clips | None = None
     model: str | None = None
     aspect_ratio: AspectRatio | None = None
     resolution: Resolution | None = None
-    duration_seconds: int | None = None
-    negative_prompt: str | None = None
-    number_of_videos: int = 1
+    duration_seconds: Seconds | None = None
+    negative_prompt: NegativePrompt | None = None
+    number_of_videos: Variants = 1
     person_generation: PersonGeneration | None = None
     enhance_prompt: bool | None = None
     continuity: Continuity = "none"
     final: FinalSpec | None = None
     backend: Backend = "auto"
-    webhook_url: str | None = None
+    webhook_url: WebhookUrl | None = None
 
 
 class ValidJob(msgspec.Struct):
@@ -179,8 +224,8 @@ def validate(req: JobRequest, catalog: Catalog, default_model: str, today: date)
             raise _bad(f"clips[{i}].first_frame",
                        "with continuity 'chain' every clip after the first starts from the "
                        "previous clip's last frame")
-    if not 1 <= req.number_of_videos <= 4:
-        raise _bad("number_of_videos", "must be between 1 and 4")
+    if not 1 <= req.number_of_videos <= MAX_VARIANTS:
+        raise _bad("number_of_videos", f"must be between 1 and {MAX_VARIANTS}")
     if req.negative_prompt is not None and len(req.negative_prompt) > MAX_PROMPT_CHARS:
         raise _bad("negative_prompt", f"longer than {MAX_PROMPT_CHARS} characters")
     if req.webhook_url is not None and (

@@ -5,19 +5,37 @@ so server and client share one definition."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
 from veo.catalog import Capabilities
-from veo.jobs import ClipSpec, FinalSpec, JobRequest
+from veo.jobs import (
+    SOME_TEXT,
+    TEXT,
+    ClipSpec,
+    FinalSpec,
+    JobRequest,
+    Prompt,
+    whole,
+)
+from veo.keypool import MAX_KEY, MIN_KEY
 
 __all__ = [
     "ApiError", "Canary", "ClipOut", "ClipSpec", "ErrorBody", "FinalOut", "FinalSpec",
     "FlowAuthStatus", "Health", "JobError", "JobList", "JobOut", "JobRequest", "KeyIn",
     "KeyList", "KeyOut", "LinkOut", "Me", "ModelList", "ModelOut", "OutputOut", "QueueStatus",
-    "RedoIn", "Revoked", "SelectIn", "TokenOut", "UploadOut", "UserIn", "UserOut",
+    "RedoIn", "Revoked", "SelectIn", "StorageState", "TokenOut", "UploadOut", "UserIn",
+    "UserOut",
 ]
+
+# Ids as the service makes them (``db.new_id``: a prefix and 24 hex digits). The document puts
+# these on the path parameters; an id of another shape names nothing, so the routes answer 404.
+JOB_ID = r"job_[0-9a-f]{24}"
+KEY_ID = r"key_[0-9a-f]{24}"
+USER_ID = r"usr_(?:[0-9a-f]{24}|bootstrap_admin)"  # the bootstrap admin's row has a fixed id
+OUTPUT_ID = r"out_[0-9a-f]{24}"
+ACCOUNT = r"[A-Za-z0-9_-]{1,64}"  # a Flow account's name: it is part of an object key
 
 
 class ApiError(msgspec.Struct, omit_defaults=True):
@@ -136,8 +154,11 @@ class UploadOut(msgspec.Struct):
 
 
 class KeyIn(msgspec.Struct, forbid_unknown_fields=True):
-    key: str
-    label: str | None = None
+    # keys are opaque (AIza…, AQ.…, whatever Google issues next) but travel in an HTTP header:
+    # printable ASCII without spaces
+    key: Annotated[str, whole(rf"[!-~]{{{MIN_KEY},{MAX_KEY}}}", min_length=MIN_KEY,
+                              max_length=MAX_KEY, description="a Gemini API key")]
+    label: Annotated[str, whole(TEXT, max_length=200)] | None = None
 
 
 class KeyOut(msgspec.Struct):
@@ -155,7 +176,8 @@ class KeyList(msgspec.Struct):
 
 
 class UserIn(msgspec.Struct, forbid_unknown_fields=True):
-    name: str
+    name: Annotated[str, whole(SOME_TEXT, min_length=1, max_length=200,
+                               description="stored without surrounding whitespace")]
     is_admin: bool = False
 
 
@@ -243,13 +265,15 @@ class RetryFailed(msgspec.Struct):
 class SelectIn(msgspec.Struct, forbid_unknown_fields=True):
     """Body of ``POST /api/jobs/{id}/clips/{index}/select``."""
 
-    variant: int
+    # any index PostgreSQL can compare (an int4 column); one the clip does not have is a 404
+    variant: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1,
+                                         description="a variant's index, from 0")]
 
 
 class RedoIn(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """Body of ``POST /api/jobs/{id}/clips/{index}/redo``: a new prompt, or the old one."""
 
-    prompt: str | None = None
+    prompt: Prompt | None = None
 
 
 class ModelOut(msgspec.Struct):
@@ -281,3 +305,34 @@ class TokenOut(msgspec.Struct):
 class Revoked(msgspec.Struct):
     user_id: str
     revoked: int
+
+
+class Cookie(msgspec.Struct):
+    """A cookie as Playwright's ``storage_state()`` writes it; fields it may add later pass."""
+
+    name: str
+    value: str
+    domain: str
+    path: str = "/"
+    expires: float = -1  # unix seconds; -1 for a session cookie
+    httpOnly: bool = False
+    secure: bool = False
+    sameSite: Literal["Strict", "Lax", "None"] = "Lax"
+
+
+class StorageItem(msgspec.Struct):
+    name: str
+    value: str
+
+
+class OriginState(msgspec.Struct):
+    origin: str
+    localStorage: list[StorageItem]
+
+
+class StorageState(msgspec.Struct):
+    """Body of ``POST /api/admin/flow/auth``: Playwright's storage state, as ``veo-auth export``
+    writes it."""
+
+    cookies: list[Cookie]
+    origins: list[OriginState] = []

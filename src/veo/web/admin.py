@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import msgspec
+import re
+
 from starlette.requests import Request
 from starlette.responses import Response
 
 from veo import flow_state, jobs, logs, wire
-from veo.errors import BadRequest, InvalidRequest, NotFound
+from veo.errors import InvalidRequest, NotFound
 from veo.services import Services, token_hash
 from veo.web import auth, render
 from veo.web.auth import current_admin, current_user, new_token
+from veo.web.jobs import decode_body
 from veo.web.uploads import read_bounded
 
 log = logs.get_logger("veo.web.admin")
-_user_in = msgspec.json.Decoder(wire.UserIn)
+_ACCOUNT = re.compile(wire.ACCOUNT)
 
 
 def _svc(request: Request) -> Services:
@@ -22,26 +24,25 @@ def _svc(request: Request) -> Services:
     return svc
 
 
-def _account(request: Request) -> str:
-    account = request.query_params.get("account", _svc(request).settings.flow_account)
-    if not account or not account.replace("-", "").replace("_", "").isalnum() or len(account) > 64:
-        raise InvalidRequest("account: letters, digits, '-' and '_' only",
+def _account(request: Request, default: str | None = None) -> str | None:
+    """``?account=``: ASCII letters, digits, '-' and '_' (it names an object key)."""
+    account = request.query_params.get("account", default)
+    if account is not None and not _ACCOUNT.fullmatch(account):
+        raise InvalidRequest("account: 1 to 64 ASCII letters, digits, '-' and '_'",
                              details={"field": "account"})
+    return account
+
+
+def _flow_account(request: Request) -> str:
+    account = _account(request, _svc(request).settings.flow_account)
+    assert account is not None
     return account
 
 
 async def create_user(request: Request) -> Response:
     await current_admin(request)
     svc = _svc(request)
-    body = await read_bounded(request, 16 * 1024)
-    try:
-        data = _user_in.decode(body)
-    except msgspec.ValidationError as exc:
-        raise InvalidRequest(str(exc)) from None
-    except msgspec.DecodeError:
-        raise BadRequest("body is not valid JSON") from None
-    if not 1 <= len(data.name.strip()) <= 200:
-        raise InvalidRequest("name: 1 to 200 characters", details={"field": "name"})
+    data: wire.UserIn = decode_body(await read_bounded(request, 16 * 1024), wire.UserIn)
     token = new_token()
     row = await svc.db.create_user(data.name.strip(), data.is_admin, token_hash(token))
     log.info("user.created", user_id=row.id, is_admin=row.is_admin)
@@ -98,8 +99,9 @@ def _state_key(svc: Services, account: str) -> str:
 async def upload_flow_auth(request: Request) -> Response:
     await current_admin(request)
     svc = _svc(request)
-    account = _account(request)
+    account = _flow_account(request)
     raw = await read_bounded(request, flow_state.MAX_STATE_BYTES)
+    decode_body(raw, wire.StorageState)  # the shape the document states, each field named
     state = flow_state.parse(raw)
     await flow_state.write(svc.storage, svc.box, account, state, _state_key(svc, account))
     log.info("flow.auth_uploaded", account=account, cookies=len(state["cookies"]))
@@ -109,7 +111,7 @@ async def upload_flow_auth(request: Request) -> Response:
 async def get_flow_auth(request: Request) -> Response:
     await current_admin(request)
     svc = _svc(request)
-    return render.JSON(await _auth_status(svc, _account(request)))
+    return render.JSON(await _auth_status(svc, _flow_account(request)))
 
 
 async def _auth_status(svc: Services, account: str) -> wire.FlowAuthStatus:
@@ -134,6 +136,5 @@ async def _auth_status(svc: Services, account: str) -> wire.FlowAuthStatus:
 async def retry_failed_flow(request: Request) -> Response:
     await current_admin(request)
     svc = _svc(request)
-    account = request.query_params.get("account")
-    n = await svc.lifecycle.retry_failed_flow(account)
+    n = await svc.lifecycle.retry_failed_flow(_account(request))
     return render.JSON(wire.RetryFailed(requeued=n))

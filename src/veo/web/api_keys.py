@@ -2,33 +2,32 @@
 
 from __future__ import annotations
 
-import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
 from veo import wire
-from veo.errors import BadRequest, InvalidRequest, NotFound
+from veo.errors import Conflict, InvalidRequest, NotFound
 from veo.keypool import KeyPool
 from veo.services import Services
 from veo.web import render
 from veo.web.auth import current_user
+from veo.web.jobs import decode_body
 from veo.web.uploads import read_bounded
-
-_key_in = msgspec.json.Decoder(wire.KeyIn)
 
 
 async def create(request: Request) -> Response:
     user = await current_user(request)
     svc: Services = request.app.state.services
     body = await read_bounded(request, 16 * 1024)
-    try:
-        data = _key_in.decode(body)
-    except msgspec.ValidationError as exc:
-        raise InvalidRequest(str(exc), details={"field": "key"}) from None
-    except msgspec.DecodeError:
-        raise BadRequest("body is not valid JSON") from None
+    data: wire.KeyIn = decode_body(body, wire.KeyIn)
     pool = KeyPool(svc.db, svc.box, svc.settings)
-    row = await pool.add(user.id, data.key, data.label, request.app.state.validate_key)
+    try:
+        row = await pool.add(user.id, data.key, data.label, request.app.state.validate_key)
+    except InvalidRequest as exc:
+        if exc.code != "duplicate_key":
+            raise
+        # a well-formed key that is already stored conflicts with what exists: 409, not 422
+        raise Conflict(exc.message, code=exc.code, details=exc.details) from None
     return render.JSON(render.key(row), status_code=201)
 
 

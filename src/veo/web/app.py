@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,51 +46,59 @@ async def _crash(request: Request, exc: Exception) -> Response:
     return render.error(500, "internal", "internal error; it has been logged")
 
 
-async def _openapi(request: Request) -> Response:
-    return render.JSON(request.app.state.openapi)
-
-
 async def _index(request: Request) -> Response:
     return FileResponse(STATIC / "index.html", media_type="text/html")
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _path(path: str, **handlers: Endpoint) -> Route:
+    """One route for every method of ``path``. Starlette answers a wrong method with the
+    ``Allow`` of the first route whose path matched, so a path split over several routes would
+    name only some of its methods; the OpenAPI document lists each path's methods exactly
+    (a test compares the two)."""
+    if len(handlers) == 1:
+        return Route(path, next(iter(handlers.values())), methods=list(handlers))
+
+    async def dispatch(request: Request) -> Response:
+        return await handlers["GET" if request.method == "HEAD" else request.method](request)
+
+    return Route(path, dispatch, methods=list(handlers))
 
 
 def routes() -> list[Any]:
     job = "/api/jobs/{job_id}"
     return [
-        Route("/", _index),
-        Route("/api/health", health.health),
-        Route("/api/flow/queue/status", health.queue_status),
-        Route("/metrics", health.serve_metrics),
-        Route("/api/openapi.json", _openapi),
-        Route("/api/models", jobs.models),
-        Route("/api/me", admin.me),
-        Route("/api/uploads", uploads.create_upload, methods=["POST"]),
-        Route("/api/keys", api_keys.create, methods=["POST"]),
-        Route("/api/keys", api_keys.list_keys, methods=["GET"]),
-        Route("/api/keys/{key_id}", api_keys.delete, methods=["DELETE"]),
-        Route("/api/jobs", jobs.create, methods=["POST"]),
-        Route("/api/jobs", jobs.list_jobs, methods=["GET"]),
-        Route(job, jobs.get, methods=["GET"]),
-        Route(job, jobs.delete, methods=["DELETE"]),
-        Route(f"{job}/events", jobs.events, methods=["GET"]),
-        Route(f"{job}/cancel", jobs.cancel, methods=["POST"]),
-        Route(f"{job}/retry", jobs.retry, methods=["POST"]),
-        Route(f"{job}/clips/{{index}}/select", jobs.select, methods=["POST"]),
-        Route(f"{job}/clips/{{index}}/redo", jobs.redo, methods=["POST"]),
-        Route(f"{job}/final", jobs.build_final, methods=["POST"]),
-        Route(f"{job}/final", jobs.final_video, methods=["GET"]),
-        Route(f"{job}/final/poster", jobs.final_poster, methods=["GET"]),
-        Route(f"{job}/final/link", jobs.final_link, methods=["GET"]),
-        Route(f"{job}/outputs/{{output_id}}/link", jobs.output_link, methods=["GET"]),
-        Route("/api/files/{token}", jobs.signed_file, methods=["GET"]),
-        Route(f"{job}/outputs/{{output_id}}", jobs.output, methods=["GET"]),
-        Route(f"{job}/outputs/{{output_id}}/poster", jobs.poster, methods=["GET"]),
-        Route("/api/admin/users", admin.create_user, methods=["POST"]),
-        Route("/api/admin/users/{user_id}/tokens", admin.revoke_tokens, methods=["DELETE"]),
-        Route("/api/admin/users/{user_id}/tokens", admin.create_token, methods=["POST"]),
-        Route("/api/admin/flow/auth", admin.upload_flow_auth, methods=["POST"]),
-        Route("/api/admin/flow/auth", admin.get_flow_auth, methods=["GET"]),
-        Route("/api/admin/flow/queue/retry-failed", admin.retry_failed_flow, methods=["POST"]),
+        _path("/", GET=_index),
+        _path("/api/health", GET=health.health),
+        _path("/api/flow/queue/status", GET=health.queue_status),
+        _path("/metrics", GET=health.serve_metrics),
+        _path("/api/openapi.json", GET=openapi.serve),
+        _path("/api/models", GET=jobs.models),
+        _path("/api/me", GET=admin.me),
+        _path("/api/uploads", POST=uploads.create_upload),
+        _path("/api/keys", GET=api_keys.list_keys, POST=api_keys.create),
+        _path("/api/keys/{key_id}", DELETE=api_keys.delete),
+        _path("/api/jobs", GET=jobs.list_jobs, POST=jobs.create),
+        _path(job, GET=jobs.get, DELETE=jobs.delete),
+        _path(f"{job}/events", GET=jobs.events),
+        _path(f"{job}/cancel", POST=jobs.cancel),
+        _path(f"{job}/retry", POST=jobs.retry),
+        _path(f"{job}/clips/{{index}}/select", POST=jobs.select),
+        _path(f"{job}/clips/{{index}}/redo", POST=jobs.redo),
+        _path(f"{job}/final", GET=jobs.final_video, POST=jobs.build_final),
+        _path(f"{job}/final/poster", GET=jobs.final_poster),
+        _path(f"{job}/final/link", GET=jobs.final_link),
+        _path(f"{job}/outputs/{{output_id}}", GET=jobs.output),
+        _path(f"{job}/outputs/{{output_id}}/link", GET=jobs.output_link),
+        _path(f"{job}/outputs/{{output_id}}/poster", GET=jobs.poster),
+        _path("/api/files/{token}", GET=jobs.signed_file),
+        _path("/api/admin/users", POST=admin.create_user),
+        _path("/api/admin/users/{user_id}/tokens", DELETE=admin.revoke_tokens,
+              POST=admin.create_token),
+        _path("/api/admin/flow/auth", GET=admin.get_flow_auth, POST=admin.upload_flow_auth),
+        _path("/api/admin/flow/queue/retry-failed", POST=admin.retry_failed_flow),
         Mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static"),
     ]
 
@@ -130,5 +138,4 @@ def create_app(settings: Settings, services: Services | None = None, *,
         exception_handlers={VeoError: _veo_error, HTTPException: _http_error,
                             Exception: _crash},
     )
-    app.state.openapi = openapi.document()
     return app

@@ -9,7 +9,7 @@ import contextlib
 import re
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -34,6 +34,16 @@ PRESIGN_SECONDS = 300  # long enough to start a download, short enough to be use
 SSE_KEEPALIVE = 15.0  # seconds between pings that keep proxies from closing the stream
 MAX_PREFER_WAIT = 60  # seconds `Prefer: wait=N` may hold a create request
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait=(\d+)")
+# printable ASCII, no space at either end (a proxy may trim those): what a header carries intact
+IDEMPOTENCY_KEY = r"[!-~](?:[ -~]{0,253}[!-~])?"
+_IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY)
+# a page cursor: the page's last job as 8 bytes of creation time (microseconds since 1970) and
+# the 12 bytes of its id, url-safe base64 without padding. Every string of this shape decodes
+# to a position in the list, so no well-formed cursor is refused.
+CURSOR = r"[A-Za-z0-9_-]{27}"
+_CURSOR = re.compile(CURSOR)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
 
 
 class TooManyRequests(VeoError):
@@ -46,21 +56,40 @@ def _svc(request: Request) -> Services:
     return svc
 
 
-def _decode(body: bytes, kind: type[Any]) -> Any:
+def _integral(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    return value
+
+
+def decode_body(body: bytes, kind: type[Any]) -> Any:
+    """Decode a JSON body into ``kind``; the constraints on its fields (``veo.jobs``,
+    ``veo.wire``) are checked here, and a refusal names the field first."""
     try:
-        return msgspec.json.decode(body, type=kind)
+        try:
+            return msgspec.json.decode(body, type=kind)
+        except msgspec.ValidationError:
+            # JSON Schema's `integer` is a value, not a spelling: 2.0 is one, and the document
+            # promises it is accepted. msgspec takes only 2, so integral floats are made ints
+            # and the body is checked again (the rare slow path; errors come from this pass).
+            return msgspec.convert(_integral(msgspec.json.decode(body)), kind)
     except msgspec.ValidationError as exc:
         msg = str(exc)
         field = msg.rsplit("`$.", 1)[-1].rstrip("`") if "`$." in msg else None
         if "unknown field" in msg:
             field = msg.split("`")[1] if "`" in msg else field
-        raise InvalidRequest(msg, code="invalid_field", details={"field": field}) from None
+        text = f"{field}: {msg}" if field else msg
+        raise InvalidRequest(text, code="invalid_field", details={"field": field}) from None
     except msgspec.DecodeError as exc:
         raise BadRequest(f"body is not valid JSON: {exc}") from None
 
 
 def decode_job_request(body: bytes) -> core.JobRequest:
-    req: core.JobRequest = _decode(body, core.JobRequest)
+    req: core.JobRequest = decode_body(body, core.JobRequest)
     return req
 
 
@@ -93,14 +122,21 @@ def _prefer_wait(request: Request) -> int | None:
     return min(int(m.group(1)), MAX_PREFER_WAIT) if m else None
 
 
+def _idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise InvalidRequest("Idempotency-Key: 1 to 255 printable ASCII characters, no space at "
+                             "either end", details={"field": "Idempotency-Key"})
+    return key
+
+
 async def create(request: Request) -> Response:
     user = await current_user(request)
     svc = _svc(request)
     body = await read_bounded(request, MAX_JOB_BODY)
     req = decode_job_request(body)
     row, created = await svc.lifecycle.create(
-        user, req, idempotency_key=request.headers.get("idempotency-key"),
-        body_hash=core.request_hash(body))
+        user, req, idempotency_key=_idempotency_key(request), body_hash=core.request_hash(body))
     headers = {"Location": f"/api/jobs/{row.id}"}
     wait = _prefer_wait(request)
     if wait:
@@ -139,18 +175,21 @@ async def _wait_terminal(request: Request, user: User, job: Job, seconds: int) -
 
 
 def _cursor_encode(row: Job) -> str:
-    raw = f"{row.created_at.isoformat()}|{row.id}".encode()
+    micros = (row.created_at - _EPOCH) // timedelta(microseconds=1)
+    raw = micros.to_bytes(8, "big") + bytes.fromhex(row.id.removeprefix("job_"))
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 def _cursor_decode(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        stamp, job_id = raw.split("|", 1)
-        return datetime.fromisoformat(stamp), job_id
-    except Exception:
+    if not _CURSOR.fullmatch(cursor):
         raise InvalidRequest("cursor: not a cursor this API returned",
-                             details={"field": "cursor"}) from None
+                             details={"field": "cursor"})
+    raw = base64.urlsafe_b64decode(cursor + "=")
+    try:
+        stamp = _EPOCH + timedelta(microseconds=int.from_bytes(raw[:8], "big"))
+    except OverflowError:  # past the year 9999: every job is older
+        stamp = _LATEST
+    return stamp, "job_" + raw[8:].hex()
 
 
 async def list_jobs(request: Request) -> Response:
@@ -160,17 +199,17 @@ async def list_jobs(request: Request) -> Response:
     if unknown:
         raise InvalidRequest(f"{sorted(unknown)[0]}: unknown query parameter",
                              details={"field": sorted(unknown)[0]})
-    try:
-        limit = int(q.get("limit", "20"))
-    except ValueError:
-        raise InvalidRequest("limit: must be an integer", details={"field": "limit"}) from None
+    raw_limit = q.get("limit", "20")
+    if not re.fullmatch(r"[0-9]+", raw_limit):  # int() would also take " 5", "+5" and "1_0"
+        raise InvalidRequest("limit: must be an integer", details={"field": "limit"})
+    limit = int(raw_limit)
     if not 1 <= limit <= 100:
         raise InvalidRequest("limit: between 1 and 100", details={"field": "limit"})
     status = q.get("status")
     if status is not None and status not in {s.value for s in core.JobStatus}:
         raise InvalidRequest(f"status: one of {', '.join(s.value for s in core.JobStatus)}",
                              details={"field": "status"})
-    cursor = _cursor_decode(q["cursor"]) if q.get("cursor") else None
+    cursor = _cursor_decode(q["cursor"]) if "cursor" in q else None
     rows = await _svc(request).db.list_jobs(user.id, status, cursor, limit + 1)
     has_more = len(rows) > limit
     rows = rows[:limit]
@@ -204,7 +243,7 @@ async def delete(request: Request) -> Response:
 
 def _clip_index(request: Request) -> int:
     raw = request.path_params["index"]
-    if not raw.isdigit() or int(raw) > core.MAX_CLIPS:
+    if not re.fullmatch(r"[0-9]{1,2}", raw) or int(raw) >= core.MAX_CLIPS:
         raise NotFound(f"no clip {raw!r}")
     return int(raw)
 
@@ -212,7 +251,7 @@ def _clip_index(request: Request) -> int:
 async def select(request: Request) -> Response:
     svc, _, row = await _owned(request)
     idx = _clip_index(request)
-    body: wire.SelectIn = _decode(await read_bounded(request, MAX_SMALL_BODY), wire.SelectIn)
+    body: wire.SelectIn = decode_body(await read_bounded(request, MAX_SMALL_BODY), wire.SelectIn)
     await svc.lifecycle.select(row, idx, body.variant)
     return render.JSON(await _fresh(request, row.id))
 
@@ -221,7 +260,7 @@ async def redo(request: Request) -> Response:
     svc, _, row = await _owned(request)
     idx = _clip_index(request)
     raw = await read_bounded(request, MAX_SMALL_BODY)
-    body: wire.RedoIn = _decode(raw, wire.RedoIn) if raw.strip() else wire.RedoIn()
+    body: wire.RedoIn = decode_body(raw, wire.RedoIn) if raw.strip() else wire.RedoIn()
     await svc.lifecycle.redo(row, idx, body.prompt)
     return render.JSON(await _fresh(request, row.id), status_code=202)
 
@@ -229,7 +268,7 @@ async def redo(request: Request) -> Response:
 async def build_final(request: Request) -> Response:
     svc, _, row = await _owned(request)
     raw = await read_bounded(request, MAX_SMALL_BODY)
-    spec: core.FinalSpec = _decode(raw, core.FinalSpec) if raw.strip() else core.FinalSpec()
+    spec: core.FinalSpec = decode_body(raw, core.FinalSpec) if raw.strip() else core.FinalSpec()
     await svc.lifecycle.rebuild_final(row, core.final_options(spec))
     return render.JSON(await _fresh(request, row.id), status_code=202)
 
