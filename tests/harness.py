@@ -25,6 +25,7 @@ from arq.worker import Worker
 from PIL import Image
 
 from veo import config
+from veo.records import User
 from veo.services import Services, build_services, token_hash
 from veo.web.app import create_app
 from veo.web.auth import new_token
@@ -104,7 +105,7 @@ class Harness:
     worker: Worker | None = None
     _worker_cm: Any = None
 
-    async def user(self, name: str = "user", admin: bool = False) -> tuple[dict[str, Any], str]:
+    async def user(self, name: str = "user", admin: bool = False) -> tuple[User, str]:
         token = new_token()
         row = await self.svc.db.create_user(name, admin, token_hash(token))
         return row, token
