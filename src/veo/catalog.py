@@ -51,7 +51,10 @@ class FlowOverrides(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omi
     extension: bool | None = None
 
 
-class Model(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+class Model(Capabilities, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A catalog entry: its capabilities (on the api backend, and on Flow unless ``flow``
+    overrides some) and what the catalog knows about it."""
+
     id: str
     protocol: str  # interactions | predict_long_running | flow
     backends: list[str]
@@ -60,19 +63,6 @@ class Model(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaul
     flow_label: str | None = None
     shutdown: date | None = None
     replacement: str | None = None
-    resolutions: list[str] = []
-    durations: list[int] = []
-    default_duration: int = 8
-    aspect_ratios: list[str] = msgspec.field(default_factory=lambda: ["16:9", "9:16"])
-    first_frame: bool = False
-    last_frame: bool = False
-    reference_images: int = 0
-    extension: bool = False
-    max_extended_seconds: int = 0
-    person_generation: list[str] = []
-    negative_prompt: bool = False
-    enhance_prompt: bool = False
-    samples_per_request: int = 1
     flow: FlowOverrides | None = None
 
     def retired(self, today: date) -> bool:

@@ -75,7 +75,6 @@ AspectRatio = Literal["16:9", "9:16"]
 Resolution = Literal["360p", "720p", "1080p", "4k"]
 PersonGeneration = Literal["allow_all", "allow_adult", "dont_allow"]
 Continuity = Literal["none", "chain"]
-Transition = Literal["cut", "crossfade"]
 
 MAX_CLIPS = 50
 MAX_PROMPT_CHARS = 4000
@@ -125,8 +124,6 @@ WebhookUrl = Annotated[str, whole(
     description="an http(s) URL: a host name or IPv4 address, an optional port, no "
                 "credentials; its host must resolve (to public addresses only, unless the "
                 "deployment allows private ones)")]
-Crossfade = Annotated[float, msgspec.Meta(ge=0.1, le=3.0)]
-TrimFrames = Annotated[int, msgspec.Meta(ge=0, le=120)]
 
 
 class ClipSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -137,12 +134,8 @@ class ClipSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     extend_from: OutputRef | None = None
 
 
-class FinalSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    transition: Transition = "cut"
-    crossfade_seconds: Crossfade = 0.5
-    trim_start_frames: TrimFrames = 0
-    trim_end_frames: TrimFrames = 0
-    loudnorm: bool = False
+# the request's ``final`` is the very type a job stores
+FinalSpec = FinalOptions
 
 
 class JobRequest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -242,16 +235,15 @@ def validate(req: JobRequest, catalog: Catalog, default_model: str, today: date)
                     continuity=req.continuity, final=final, webhook_url=req.webhook_url)
 
 
-def final_options(f: FinalSpec) -> FinalOptions:
-    """The options of a final video, checked."""
+def final_options(f: FinalOptions) -> FinalOptions:
+    """The options of a final video, checked (a request decoded from JSON was checked by its
+    type already; one built in code was not)."""
     if not 0.1 <= f.crossfade_seconds <= 3.0:
         raise _bad("final.crossfade_seconds", "between 0.1 and 3 seconds")
     for name in ("trim_start_frames", "trim_end_frames"):
         if not 0 <= getattr(f, name) <= 120:
             raise _bad(f"final.{name}", "between 0 and 120 frames")
-    return FinalOptions(transition=f.transition, crossfade_seconds=f.crossfade_seconds,
-                        trim_start_frames=f.trim_start_frames, trim_end_frames=f.trim_end_frames,
-                        loudnorm=f.loudnorm)
+    return f
 
 
 def check_capabilities(job: ValidJob, backend: str) -> Params:

@@ -7,7 +7,7 @@ instead of indexing dicts, so a renamed column fails type checking instead of at
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -34,12 +34,13 @@ class Params(msgspec.Struct, frozen=True, omit_defaults=True):
 
 
 class FinalOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
-    """How the clips of a job are stitched into one video."""
+    """How the clips of a job are stitched into one video: the request's ``final`` (its
+    constraints are enforced when a request is decoded) and what a job stores."""
 
-    transition: str = "cut"  # cut | crossfade
-    crossfade_seconds: float = 0.5
-    trim_start_frames: int = 0
-    trim_end_frames: int = 0
+    transition: Literal["cut", "crossfade"] = "cut"
+    crossfade_seconds: Annotated[float, msgspec.Meta(ge=0.1, le=3.0)] = 0.5
+    trim_start_frames: Annotated[int, msgspec.Meta(ge=0, le=120)] = 0  # frames off each clip
+    trim_end_frames: Annotated[int, msgspec.Meta(ge=0, le=120)] = 0
     loudnorm: bool = False
 
 

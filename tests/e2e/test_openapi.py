@@ -45,7 +45,7 @@ async def test_document_is_valid_openapi_31(harness: Harness) -> None:
     assert clip["reference_images"]["anyOf"][0]["maxItems"] == 3
     assert job["properties"]["clips"]["anyOf"][0]["maxItems"] == 50
     assert job["properties"]["number_of_videos"]["maximum"] == 4
-    final = schemas["FinalSpec"]["properties"]
+    final = schemas["FinalOptions"]["properties"]
     assert (final["crossfade_seconds"]["minimum"], final["crossfade_seconds"]["maximum"]) == \
         (0.1, 3.0)
     assert schemas["KeyIn"]["properties"]["key"]["minLength"] == 10
