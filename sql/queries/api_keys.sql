@@ -77,20 +77,28 @@ SELECT least(
               >= k.window_limit) full_keys)) AS at;
 
 -- A 429: Google did not count the refused call, so its reservation goes; the uses left in the
--- window are what the key allows (the limit, learned). $3: window seconds.
+-- window and confirmed by Google are what the key allows (the limit, learned). Confirmed uses
+-- never exceed the real limit, so the limit only grows toward it: a 429 that comes from our
+-- clock and Google's disagreeing by a few milliseconds must not shrink it for good.
+-- $3: window seconds.
 -- name: key_refused
 WITH gone AS (DELETE FROM api_key_uses WHERE id = $2),
 used AS (SELECT count(*) AS n FROM api_key_uses
-         WHERE key_id = $1 AND id <> $2 AND at > clock_timestamp() - make_interval(secs => $3::float8))
+         WHERE key_id = $1 AND id <> $2 AND confirmed
+           AND at > clock_timestamp() - make_interval(secs => $3::float8))
 UPDATE api_keys SET window_limit = CASE WHEN (SELECT n FROM used) > 0
-                                        THEN (SELECT n FROM used)::int ELSE window_limit END
+                                        THEN greatest(coalesce(window_limit, 0),
+                                                      (SELECT n FROM used)::int)
+                                        ELSE window_limit END
 WHERE id = $1
 RETURNING window_limit;
 
--- A use is dated when Google answered the create, not when the key was picked: the quota
--- window is Google's clock, and a later date keeps ours on the safe side of it.
+-- A use is dated halfway between the pick and Google's answer: Google counted the call while
+-- it was in flight, and a key picked early but answered late would otherwise free its slot in
+-- our window before Google's (a 429), or, dated at the answer, well after it (lost slots). A
+-- dated use is confirmed: only confirmed uses teach a key's limit.
 -- name: date_use
-UPDATE api_key_uses SET at = clock_timestamp() WHERE id = $1;
+UPDATE api_key_uses SET at = at + (clock_timestamp() - at) / 2, confirmed = true WHERE id = $1;
 
 -- name: give_back_use
 DELETE FROM api_key_uses WHERE id = $1;

@@ -384,21 +384,37 @@ class Gemini:
         self.settings = settings
         self.base_url = (settings.gemini_base_url or DEFAULT_BASE_URL).rstrip("/")
         self._clients: dict[str, genai.Client] = {}
+        self._building = asyncio.Lock()
         # redirects are followed by hand, so the key never goes to another origin
         self._http = httpx.AsyncClient(timeout=DOWNLOAD_TIMEOUT, follow_redirects=False)
 
-    def client(self, key: str) -> genai.Client:
+    def _make_client(self, key: str) -> genai.Client:
+        c = genai.Client(api_key=key, http_options=types.HttpOptions(
+            base_url=self.base_url, api_version=API_VERSION, timeout=REQUEST_TIMEOUT_MS,
+            retry_options=types.HttpRetryOptions(
+                attempts=RETRY_ATTEMPTS, initial_delay=RETRY_INITIAL_DELAY,
+                max_delay=RETRY_MAX_DELAY, jitter=0.25,
+                http_status_codes=list(RETRY_STATUS_CODES))))
+        c.aio.interactions  # noqa: B018 - built now, off the loop, not on first use
+        return c
+
+    async def client(self, key: str) -> genai.Client:
+        """The key's client. Building one takes tens of milliseconds of CPU (HTTP clients,
+        TLS certificates): it happens in a thread so the event loop keeps serving."""
         c = self._clients.get(key)
         if c is None:
             logs.register_secret(key)
-            c = genai.Client(api_key=key, http_options=types.HttpOptions(
-                base_url=self.base_url, api_version=API_VERSION, timeout=REQUEST_TIMEOUT_MS,
-                retry_options=types.HttpRetryOptions(
-                    attempts=RETRY_ATTEMPTS, initial_delay=RETRY_INITIAL_DELAY,
-                    max_delay=RETRY_MAX_DELAY, jitter=0.25,
-                    http_status_codes=list(RETRY_STATUS_CODES))))
-            self._clients[key] = c
+            async with self._building:
+                c = self._clients.get(key)
+                if c is None:
+                    c = await asyncio.to_thread(self._make_client, key)
+                    self._clients[key] = c
         return c
+
+    async def warm(self, keys: Sequence[str]) -> None:
+        """Build the clients of keys known at start (the operator pool) before jobs arrive."""
+        for key in keys:
+            await self.client(key)
 
     async def create(self, key: str, *, model: str, prompt: str,
                      first_frame: Blob | None = None, last_frame: Blob | None = None,
@@ -413,7 +429,7 @@ class Gemini:
                             previous_interaction_id=previous_interaction_id,
                             aspect_ratio=aspect_ratio, resolution=resolution,
                             duration_seconds=duration_seconds, delivery=delivery)
-        interactions: Any = self.client(key).aio.interactions
+        interactions: Any = (await self.client(key)).aio.interactions
         try:
             created = await interactions.create(**body)
         except Exception as exc:
@@ -428,7 +444,7 @@ class Gemini:
         return str(interaction_id)
 
     async def get(self, key: str, interaction_id: str) -> Interaction:
-        interactions: Any = self.client(key).aio.interactions
+        interactions: Any = (await self.client(key)).aio.interactions
         try:
             raw = await interactions.get(interaction_id)
         except Exception as exc:
@@ -441,7 +457,7 @@ class Gemini:
 
     async def cancel(self, key: str, interaction_id: str) -> None:
         """Stop a generation; cancelling one that already ended changes nothing."""
-        interactions: Any = self.client(key).aio.interactions
+        interactions: Any = (await self.client(key)).aio.interactions
         try:
             await interactions.cancel(interaction_id)
         except Exception as exc:
@@ -494,7 +510,7 @@ class Gemini:
     async def validate_key(self, key: str) -> KeyCheck:
         """Look the default model up with the key: a metadata call, no generation quota."""
         try:
-            await self.client(key).aio.models.get(model=self.settings.default_model)
+            await (await self.client(key)).aio.models.get(model=self.settings.default_model)
         except Exception as exc:
             err = translate(exc)
             if isinstance(err, KeyProblem) and err.invalid:

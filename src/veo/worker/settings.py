@@ -86,6 +86,7 @@ def make_startup(settings: config.Settings, *, flow: bool) -> Any:
         ctx["closers"].append(gemini.close)
         pool = KeyPool(svc.db, svc.box, settings)
         await pool.sync_operator_pool(settings.gemini_api_keys)
+        await gemini.warm(settings.gemini_api_keys)
         backends: dict[str, Backend] = {"api": ApiBackend(pool, gemini, settings, svc.catalog)}
         ctx["backends"] = backends
         if flow and settings.flow_enabled:
