@@ -3,6 +3,7 @@ worker), for every markup variant the fake can render."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -391,6 +392,46 @@ async def test_canary(fake: FakeFlow, session: BrowserSession, driver: FlowDrive
         # renamed component classes and the model menu on a chip: found by their fallbacks
         assert {"settings_trigger", "submit", "model_trigger"} <= set(report.fallback_used)
         assert report.matched["editor"] == 0
+
+
+async def test_two_generations_at_once_in_one_context(fake: FakeFlow, session: BrowserSession,
+                                                      driver: FlowDriver,
+                                                      tmp_path: Path) -> None:
+    """FLOW_MAX_CONCURRENT=2: two pages of one context generate at the same time, each with a
+    model to pick from the menu in the settings pane. Chromium paints the page whose window is
+    not in front at about a frame a second while something on it changes, so Playwright's
+    clicks there wait long for their target to hold still; panes and menus that take a second
+    to scale in make that happen on every run here (it is intermittent otherwise). A slow click
+    is not a covered one: the model step used to take it for one, close the settings pane with
+    every other overlay, and wait out its timeout for the model button that had been inside the
+    pane (selector_drift at model_trigger)."""
+    fake.overlay_animation = 1.0
+    contexts = session.contexts
+    tag = uuid.uuid4().hex[:6]
+    reqs = [ClipRequest(f"twin {i} {tag}", count=i + 1, model_label=model)
+            for i, model in enumerate(("Omni 1.1 Flash", "Veo 3.1 - Lite"))]
+    spans: list[tuple[float, float]] = []
+
+    async def run(req: ClipRequest, folder: Path) -> list[FlowVideo]:
+        folder.mkdir()
+        async with session.page() as page:
+            started = time.monotonic()
+            try:
+                return await driver.generate(page, req, _ignore, folder)
+            finally:
+                spans.append((started, time.monotonic()))
+
+    results = await asyncio.gather(*(run(req, tmp_path / str(i))
+                                     for i, req in enumerate(reqs)))
+    assert max(s for s, _ in spans) < min(e for _, e in spans)  # the two really overlapped
+    assert session.contexts == contexts  # in one context
+    for req, videos in zip(reqs, results, strict=True):
+        idents = [identity(v) for v in videos]
+        # each page got its own submission's videos, with its own settings
+        assert [i["prompt"] for i in idents] == [req.prompt] * req.count
+        assert {i["model"] for i in idents} == {req.model_label}
+        assert [i["sample"] for i in idents] == list(range(req.count))
+    assert len({v.workflow_id for videos in results for v in videos}) == 2
 
 
 async def test_canary_reports_drift_and_credits(fake: FakeFlow, session: BrowserSession) -> None:

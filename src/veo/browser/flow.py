@@ -44,6 +44,13 @@ SETTLE = 0.5
 # seconds one click waits for its target to take pointer events; when something covers it the
 # blockers are cleared and the click tried again, until the step's own timeout
 CLICK_TIMEOUT = 0.6
+# seconds a click whose target nothing covers may take. Playwright clicks only once the target
+# has held still across animation frames, and Chromium paints a page whose window is not the
+# front one at about a frame a second while something on it changes (headless and under Xvfb
+# alike; pages' JS still sees itself focused). With FLOW_MAX_CONCURRENT=2 one page is always
+# behind the other: its clicks are slow, not blocked, and clearing blockers does not help them
+SLOW_CLICK_TIMEOUT = 5.0
+MENU_WAIT = 5.0  # seconds the model menu may take to open after its trigger took the click
 SUBMIT_RETRY = 3.0  # seconds without a submit request before a lost click is tried again
 UPLOAD_TIMEOUT = 90.0  # seconds an upload may take to appear in the picker (Flow's take 20-30)
 # seconds the grid may show a batch's videos before the URL answers are given up for the tiles
@@ -57,6 +64,13 @@ _TEXT_WITHOUT_ICONS = """els => els.map(e => {
   c.querySelectorAll('mat-icon').forEach(i => i.remove());
   return c.textContent.replace(/\\s+/g, ' ').trim();
 })"""
+# whether something else is over the middle of the element (where Playwright clicks)
+_COVERED = """e => {
+  const r = e.getBoundingClientRect();
+  if (!r.width || !r.height) return true;
+  const top = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
+  return top !== null && top !== e && !e.contains(top);
+}"""
 _RADIOS = """(els, groupSelector) => {
   const groups = [];
   return els.map((e, index) => {
@@ -520,19 +534,38 @@ class _Walk:
         while True:
             found = await self.find(step, candidates, scope)
             target = found.last if which == "last" else found.first
-            try:
-                await target.click(timeout=CLICK_TIMEOUT * 1000)
+            if await self._click(target):
                 return target
-            except PlaywrightTimeout:
-                if time.monotonic() > deadline:
-                    raise FlowFailure("selector_drift", f"step {step!r}: the element never "
-                                      "took a click (something stays over it)", step) from None
-                await self.clear_blockers()
+            if time.monotonic() > deadline:
+                raise FlowFailure("selector_drift", f"step {step!r}: the element never "
+                                  "took a click (something stays over it)", step)
+            await self.clear_blockers()
+
+    async def _click(self, target: Locator) -> bool:
+        """Click ``target``; False when it did not take the click because something stays over
+        it (the caller clears blockers and tries again). A click that times out with nothing
+        over its target is waiting for a slow frame, so it gets longer instead."""
+        try:
+            await target.click(timeout=CLICK_TIMEOUT * 1000)
+            return True
+        except PlaywrightTimeout:
+            if await self._covered(target):
+                return False
+        try:
+            await target.click(timeout=SLOW_CLICK_TIMEOUT * 1000)
+            return True
+        except PlaywrightTimeout:
+            return False
+
+    async def _covered(self, target: Locator) -> bool:
+        try:
+            return bool(await target.evaluate(_COVERED, timeout=1000))
+        except PlaywrightError:
+            return True  # gone or not laid out: the caller's usual recovery applies
 
     async def _tap(self, loc: Locator) -> bool:
         try:
-            await loc.click(timeout=CLICK_TIMEOUT * 1000)
-            return True
+            return await self._click(loc)
         except PlaywrightError:
             return False
 
@@ -634,41 +667,54 @@ class _Walk:
         texts: list[str] = await loc.evaluate_all(_TEXT_WITHOUT_ICONS)
         return texts
 
+    async def _model_trigger(self) -> Locator:
+        """The model menu's button: a composer chip in some builds, in the settings pane in
+        others, which is opened when the button is not showing."""
+        trigger = await self.visible(sel.MODEL_TRIGGER, "model_trigger")
+        if trigger is None:
+            await self.open_settings()
+            trigger = await self.find("model_trigger", sel.MODEL_TRIGGER)
+        return trigger.first
+
     async def choose_model(self, label: str) -> str:
         """Pick ``label`` from the model menu (reached from the pane or a composer chip)."""
         want = _norm_model(label)
-        await self.clear_blockers()
-        for _attempt in range(3):
-            trigger = await self.visible(sel.MODEL_TRIGGER, "model_trigger")
-            if trigger is None:
-                await self.open_settings()
-                trigger = await self.find("model_trigger", sel.MODEL_TRIGGER)
-            shown = (await self._texts(trigger.first))[0]
+        deadline = time.monotonic() + self.step_timeout
+        while True:
+            await self.clear_blockers()
+            # looked up afresh every round: a click that did not land closes every overlay
+            # below, the settings pane that may hold the trigger included
+            trigger = await self._model_trigger()
+            shown = (await self._texts(trigger))[0]
             if _norm_model(shown) == want:
                 return shown
-            if not await self._tap(trigger.first):
-                await self.close_overlays()
-                await self.clear_blockers()
-                continue
-            items = await self.find("model_item", sel.MODEL_ITEM)
-            texts = await self._texts(items)
-            same = [i for i, t in enumerate(texts) if _norm_model(t) == want]
-            # the plain offer before its "[Lower Priority]" twin, unless that was asked for
-            exact = [i for i in same if bool(sel.MODEL_TAG.search(texts[i]))
-                     == bool(sel.MODEL_TAG.search(label))]
-            pick = next(iter(exact or same), None)
-            if pick is None:
-                await self.close_overlays()
-                raise FlowFailure("selector_drift", f"the model menu offers no {label!r} "
-                                  f"(it offers: {', '.join(texts)})", "model")
-            await self._tap(items.nth(pick))
-            await asyncio.sleep(POLL)
-        trigger = await self.find("model_trigger", sel.MODEL_TRIGGER)
-        shown = (await self._texts(trigger.first))[0]
-        if _norm_model(shown) != want:
-            raise FlowFailure("selector_drift", f"the model did not become {label!r} "
-                              f"(the page shows {shown!r})", "model")
-        return shown
+            if time.monotonic() > deadline:
+                raise FlowFailure("selector_drift", f"the model did not become {label!r} "
+                                  f"(the page shows {shown!r})", "model")
+            if await self._tap(trigger):
+                try:
+                    items = await self.find("model_item", sel.MODEL_ITEM,
+                                            within=min(self.step_timeout, MENU_WAIT))
+                except FlowFailure:
+                    if time.monotonic() > deadline:
+                        raise
+                    items = None  # the click went to something that mounted at that instant
+                if items is not None:
+                    texts = await self._texts(items)
+                    same = [i for i, t in enumerate(texts) if _norm_model(t) == want]
+                    # the plain offer before its "[Lower Priority]" twin, unless that was asked
+                    exact = [i for i in same if bool(sel.MODEL_TAG.search(texts[i]))
+                             == bool(sel.MODEL_TAG.search(label))]
+                    pick = next(iter(exact or same), None)
+                    if pick is None:
+                        await self.close_overlays()
+                        raise FlowFailure("selector_drift", f"the model menu offers no "
+                                          f"{label!r} (it offers: {', '.join(texts)})", "model")
+                    if await self._tap(items.nth(pick)):
+                        await asyncio.sleep(POLL)
+                        continue  # read back from the trigger
+            # a menu left open would take the next click on the trigger with its backdrop
+            await self.close_overlays()
 
     async def set_radios(self, req: ClipRequest) -> dict[str, str]:
         """Choose the settings through the pane's radio groups and read them back."""

@@ -146,7 +146,7 @@ class FakeFlow(LoopbackServer):
     - ``variant``: one of ``VARIANTS``;
     - timings: ``delay`` (seconds a generation runs), ``poll_interval`` (the page's ``jwpduf``
       period; real ~5 s), ``url_delay`` (done record -> signed URL; real 2-8 s), ``hop_delay``,
-      ``token_lead``, ``upload_delay``, ``boot_delay``;
+      ``token_lead``, ``upload_delay``, ``boot_delay``, ``overlay_animation``;
     - account: ``credits`` (balance; True/False for plenty/none), ``history`` (older tiles on a
       fresh project), ``unavailable``, ``signed_out_to`` (``about`` | ``accounts``) with
       ``accounts_base`` (empty: this origin), ``expire_all()``, ``new_session()``,
@@ -206,6 +206,9 @@ class FakeFlow(LoopbackServer):
         self.token_lead = 0.12  # token minted this long before the submit POST (as real)
         self.upload_delay = 0.1  # seconds an upload takes (real: several)
         self.boot_delay = 0.1  # the app renders its composer this long after the document
+        # seconds a pane or menu takes to scale in, as Material's do (real: ~0.15); what it
+        # holds does not stand still meanwhile, so clicks on it wait (dialogs appear at once)
+        self.overlay_animation = 0.0
         self.credits = 10_000
         self.history = 6
         self.refuse_headless = False
@@ -310,7 +313,7 @@ class FakeFlow(LoopbackServer):
                 "promos": self.promos, "cookieBar": self.cookie_bar,
                 "refuseHeadless": self.refuse_headless, "drift": sorted(self.drift),
                 "siteKey": SITE_KEY, "tokenLead": self.token_lead,
-                "pollInterval": self.poll_interval,
+                "pollInterval": self.poll_interval, "overlayAnimation": self.overlay_animation,
                 "rpcNames": {v: k for k, v in RPC_ALIASES.items()} if "rpc" in self.drift else {},
                 **extra}
 

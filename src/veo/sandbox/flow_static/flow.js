@@ -148,6 +148,11 @@ function openOverlay(content, opts = {}) {
   entry.box = h('div', {class: `cdk-overlay-connected-position-bounding-box ${opts.dialog ? 'dialog-box' : ''}`}, entry.pane);
   if (entry.bd) overlayRoot.append(entry.bd);
   overlayRoot.append(entry.box);
+  if (C.overlayAnimation > 0 && !opts.dialog) {
+    // Material scales its panes and menus in; what they hold moves until the animation ends
+    entry.pane.animate([{transform: 'scale(0.8)', opacity: 0}, {transform: 'none', opacity: 1}],
+      {duration: C.overlayAnimation * 1000, easing: 'ease-out'});
+  }
   stack.push(entry);
   return entry;
 }
