@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
+
+import pytest
+
 from tests.harness import CHROMIUM
 from veo.browser import context as ctxmod
-from veo.browser.context import BrowserSession
+from veo.browser.context import BrowserSession, process_tree
+from veo.browser.display import VirtualDisplay
 from veo.sandbox.flow import FakeFlow
 
 
-async def test_reuse_recycle_and_relaunch(fake_flow: FakeFlow, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+async def test_reuse_recycle_and_relaunch(fake_flow: FakeFlow,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
     # memory-driven recycling is tested below; here only the job count may recycle
     monkeypatch.setattr(ctxmod, "process_tree_rss", lambda _pid: 100 * 2**20)
     session = BrowserSession(executable=CHROMIUM, headless=True, recycle_jobs=2)
@@ -33,7 +39,8 @@ async def test_reuse_recycle_and_relaunch(fake_flow: FakeFlow, monkeypatch) -> N
         await session.close()
 
 
-async def test_memory_growth_recycles_early(fake_flow: FakeFlow, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+async def test_memory_growth_recycles_early(fake_flow: FakeFlow,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
     session = BrowserSession(executable=CHROMIUM, headless=True, recycle_jobs=1000)
     await session.load(fake_flow.storage_state())
     sizes = iter([100, 120, 400, 100])
@@ -49,7 +56,7 @@ async def test_memory_growth_recycles_early(fake_flow: FakeFlow, monkeypatch) ->
 
 
 async def test_headed_without_display_runs_its_own_xvfb(fake_flow: FakeFlow,
-                                                         monkeypatch) -> None:  # type: ignore[no-untyped-def]
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DISPLAY", raising=False)
     session = BrowserSession(executable=CHROMIUM, headless=False, recycle_jobs=10)
     await session.load(fake_flow.storage_state())
@@ -71,3 +78,22 @@ async def test_headed_without_display_runs_its_own_xvfb(fake_flow: FakeFlow,
     finally:
         await session.close()
     assert not display.running
+
+
+async def test_a_display_passed_in_is_the_callers(fake_flow: FakeFlow,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DISPLAY", raising=False)
+    display = VirtualDisplay()
+    await display.start()
+    try:
+        session = BrowserSession(executable=CHROMIUM, headless=False, recycle_jobs=10,
+                                 display=display)
+        await session.load(fake_flow.storage_state())
+        async with session.page() as page:
+            await page.goto(fake_flow.home)
+            # the worker's memory figures walk this tree: Xvfb is in it (setpriv execs it)
+            assert display.pid in process_tree(os.getpid())
+        await session.close()
+        assert display.running  # a browser per job on one display: the display stays up
+    finally:
+        await display.stop()

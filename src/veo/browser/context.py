@@ -52,8 +52,7 @@ def chromium_args(headless: bool) -> list[str]:
     return args
 
 
-def process_tree_rss(pid: int) -> int:
-    """Resident memory of a process and its descendants, in bytes (Linux /proc)."""
+def _children() -> dict[int, list[int]]:
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -63,14 +62,36 @@ def process_tree_rss(pid: int) -> int:
         except (OSError, IndexError, ValueError):
             continue
         children.setdefault(ppid, []).append(int(entry.name))
-    total, stack = 0, [pid]
-    page = os.sysconf("SC_PAGE_SIZE")
+    return children
+
+
+def process_tree(*roots: int) -> set[int]:
+    """The processes ``roots`` and their descendants (Linux /proc)."""
+    children = _children()
+    found: set[int] = set()
+    stack = list(roots)
     while stack:
         p = stack.pop()
-        with contextlib.suppress(OSError, IndexError, ValueError):  # the process just ended
-            total += int(Path(f"/proc/{p}/statm").read_text().split()[1]) * page
+        if p in found:
+            continue
+        found.add(p)
         stack.extend(children.get(p, []))
+    return found
+
+
+def rss_of(pids: set[int]) -> int:
+    """Resident memory of ``pids`` together, in bytes; a process that just ended counts 0."""
+    total = 0
+    page = os.sysconf("SC_PAGE_SIZE")
+    for p in pids:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            total += int(Path(f"/proc/{p}/statm").read_text().split()[1]) * page
     return total
+
+
+def process_tree_rss(pid: int) -> int:
+    """Resident memory of a process and its descendants, in bytes (Linux /proc)."""
+    return rss_of(process_tree(pid))
 
 
 # a context whose process tree grew this much past its size when fresh is recycled early
@@ -83,8 +104,10 @@ class BrowserSession:
         self.executable = executable
         self.headless = headless
         self.recycle_jobs = recycle_jobs
-        # headed without a DISPLAY: an Xvfb of our own, started with the first browser
+        # headed without a DISPLAY: an Xvfb of our own, started with the first browser; one
+        # passed in is the caller's to stop
         self.display = display
+        self._own_display = display is None
         self._pw: Playwright | None = None
         self._browser: Browser | None = None
         self._context: BrowserContext | None = None
@@ -208,5 +231,5 @@ class BrowserSession:
             with contextlib.suppress(Exception):
                 await self._pw.stop()
             self._pw = None
-        if self.display is not None:
+        if self.display is not None and self._own_display:
             await self.display.stop()

@@ -147,6 +147,7 @@ class FakeFlow(LoopbackServer):
     - timings: ``delay`` (seconds a generation runs), ``poll_interval`` (the page's ``jwpduf``
       period; real ~5 s), ``url_delay`` (done record -> signed URL; real 2-8 s), ``hop_delay``,
       ``token_lead``, ``upload_delay``, ``boot_delay``, ``overlay_animation``;
+    - ``distinct_videos`` (False: one shared picture per length and shape, for benchmarks);
     - account: ``credits`` (balance; True/False for plenty/none), ``history`` (older tiles on a
       fresh project), ``unavailable``, ``signed_out_to`` (``about`` | ``accounts``) with
       ``accounts_base`` (empty: this origin), ``expire_all()``, ``new_session()``,
@@ -209,6 +210,9 @@ class FakeFlow(LoopbackServer):
         # seconds a pane or menu takes to scale in, as Material's do (real: ~0.15); what it
         # holds does not stand still meanwhile, so clicks on it wait (dialogs appear at once)
         self.overlay_animation = 0.0
+        # False: the videos of one length and shape share their picture (only the identity box
+        # differs), which keeps a benchmark's fake off the CPU
+        self.distinct_videos = True
         self.credits = 10_000
         self.history = 6
         self.refuse_headless = False
@@ -547,7 +551,7 @@ class FakeFlow(LoopbackServer):
             "model": s["model"], "aspect": s["aspect"], "resolution": s["resolution"],
             "duration": s["duration"], "count": s["count"]}
         video = await mp4.render(identity, duration=float(s["duration"]),
-                                 aspect_ratio=str(s["aspect"]))
+                                 aspect_ratio=str(s["aspect"]), distinct=self.distinct_videos)
         m.poster = await asyncio.to_thread(_poster_jpeg, identity, str(s["aspect"]))
         m.video = video
 
