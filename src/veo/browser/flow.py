@@ -780,8 +780,10 @@ class _Walk:
                 deadline = time.monotonic() + self.step_timeout
                 while not chooser.is_done() and time.monotonic() < deadline:
                     consent = await self.visible(sel.UPLOAD_CONSENT_ACCEPT, "upload_consent")
-                    if consent is not None:
-                        await self._tap(consent.first)
+                    if consent is not None and not await self._tap(consent.first):
+                        # a promo mounting late lands over the consent dialog and takes its
+                        # clicks; the blockers exclude the consent itself
+                        await self.clear_blockers()
                     await asyncio.sleep(POLL)
             files = await chooser.value
         except PlaywrightTimeout:
