@@ -25,6 +25,7 @@ from bench._worker import quiet, worker
 from tests.harness import free_port
 
 from veo import config, jobs
+from veo.keypool import KeyPool
 from veo.services import build_services
 
 K, R, W = 4, 5, 2.0  # keys, creates per window per key, window seconds
@@ -64,21 +65,24 @@ async def main() -> None:
         svc = await build_services(settings)
         quiet()
         user = await svc.db.create_user("bench", False, "hash")
+        await KeyPool(svc.db, svc.box, settings).sync_operator_pool(keys)
+        # the backlog is there before the worker starts: submissions arriving faster than the
+        # keys allow is the case the pool is for, and in production they come through another
+        # process (the web), not this worker's event loop
+        for i in range(N):
+            await svc.lifecycle.create(user, jobs.JobRequest(prompt=f"k{i}", duration_seconds=4),
+                                       idempotency_key=None, body_hash="x")
         async with worker(settings, flow=False):
             quiet()
-            start = time.perf_counter()
-            for i in range(N):
-                await svc.lifecycle.create(user, jobs.JobRequest(prompt=f"k{i}",
-                                                                 duration_seconds=4),
-                                           idempotency_key=None, body_hash="x")
+            start = time.monotonic()
             while True:
                 rows = await svc.db.pool.fetch(
                     "SELECT status, count(*) AS n FROM jobs GROUP BY status")
                 counts = {r["status"]: r["n"] for r in rows}
                 if counts.get("succeeded", 0) + counts.get("failed", 0) >= N:
                     break
-                await asyncio.sleep(0.05)
-            elapsed = time.perf_counter() - start
+                await asyncio.sleep(0.01)
+            done = time.monotonic()
             limits = [r["window_limit"] for r in await svc.db.pool.fetch(
                 "SELECT window_limit FROM api_keys ORDER BY id")]
         await svc.close()
@@ -88,24 +92,38 @@ async def main() -> None:
     proc.terminate()
     await proc.wait()
     refused = sum(1 for r in creates if r.get("status") == 429)
+    # the fake stamps requests with time.monotonic(), one clock for every process here
+    accepted = sorted(r["at"] for r in creates if r.get("status") == 200)
+    t0 = accepted[0]
     if "-v" in sys.argv:
-        t0 = min(r["at"] for r in creates)
-        ok_at = sorted(r["at"] - t0 for r in creates if r.get("status") == 200)
+        ok_at = [t - t0 for t in accepted]
         print("learned limits", limits)
-        print(f"last accepted create at {ok_at[-1]:.2f} s after the first")
-        print("first window's accepted creates at", [round(t, 2) for t in ok_at[:20]])
+        print("first window's accepted creates at", [round(t, 2) for t in ok_at[:K * R]])
+        for i in range(math.ceil(N / (K * R))):
+            part = ok_at[i * K * R:(i + 1) * K * R]
+            print(f"  creates {i * K * R}-{i * K * R + len(part) - 1}: "
+                  f"{part[0] - i * W:+.2f} .. {part[-1] - i * W:+.2f} s into window {i}")
+        print("refused at", [(round(r["at"] - t0, 3), r["key"][-6:]) for r in creates
+                             if r.get("status") == 429])
+        for key in keys:
+            print("  key", key[-6:], [round(r["at"] - t0, 2) for r in creates
+                                      if r["key"] == key and r.get("status") == 200])
         print("accepted creates per window:",
-              [sum(1 for t in ok_at if i * W <= t < (i + 1) * W) for i in range(12)])
-    # the first window's quota is free at t=0; after that the keys admit K*R per W
+              [sum(1 for t in ok_at if i * W <= t < (i + 1) * W) for i in range(8)])
+    # The keys' quota: K*R creates are free at the first one, then K*R more per window. A pool
+    # that spends it fully makes the last create (ceil(N / (K*R)) - 1) windows after the first.
     ideal = (math.ceil(N / (K * R)) - 1) * W
-    ratio = ideal / elapsed
+    span = accepted[-1] - t0
+    ratio = ideal / span
     per_job = refused / N
     ok = ratio >= 0.95 and not counts.get("failed") and per_job <= 0.2
-    print(f"keypool: K={K} keys x R={R}/{W:.0f}s, {N} jobs in {elapsed:.2f} s "
-          f"(ideal {ideal:.1f} s) = {ratio:.0%} of the keys' quota; failed="
+    print(f"keypool: K={K} keys x R={R}/{W:.0f}s, {N} jobs waiting; their creates took "
+          f"{span:.2f} s (ideal {ideal:.1f} s) = {ratio:.0%} of the keys' quota; failed="
           f"{counts.get('failed', 0)}; refused (429) calls {refused} = {per_job:.2f} per job "
           f"(targets >= 95%, 0 failed, <= 0.2 per job) {'OK' if ok else 'MISSED'}")
-
+    print(f"  end to end: worker start to the last job done {done - start:.2f} s "
+          f"(first create {t0 - start:.2f} s after the start, last job done "
+          f"{done - accepted[-1]:.2f} s after the last create)")
 
 if __name__ == "__main__":
     asyncio.run(main())

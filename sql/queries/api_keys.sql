@@ -56,12 +56,22 @@ RETURNING *, (SELECT use_id FROM reserve) AS use_id;
 -- name: lock_key_picks
 SELECT pg_advisory_xact_lock(7202613);
 
--- When the next key frees up: the first cooling key to thaw, or the first use to age out of a
--- full key's window. A cool-down that already ended is not an answer (the key was not picked
--- because its window is full, or the caller excluded it): counting it would make the caller
--- wait for a moment already past, again and again. $2: window seconds.
+-- When the next key frees up: now, when a usable key has room (a use aged out between the
+-- caller's failed pick and this query: waiting for the next one would lose that slot), else
+-- the first cooling key to thaw, or the first use to age out of a full key's window. A
+-- cool-down that already ended is not an answer on its own (the key was not picked because its
+-- window is full, or the caller excluded it): counting it would make the caller wait for a
+-- moment already past, again and again. $2: window seconds.
 -- name: next_key_free
 SELECT least(
+    (SELECT clock_timestamp() WHERE EXISTS (
+        SELECT 1 FROM api_keys k
+        WHERE (k.user_id = $1 OR k.user_id IS NULL)
+          AND (k.status = 'active' OR (k.status = 'cooling' AND k.cooling_until <= clock_timestamp()))
+          AND (k.window_limit IS NULL
+               OR (SELECT count(*) FROM api_key_uses u
+                   WHERE u.key_id = k.id AND u.at > clock_timestamp() - make_interval(secs => $2::float8))
+                  < k.window_limit))),
     (SELECT min(cooling_until) FROM api_keys
      WHERE (user_id = $1 OR user_id IS NULL) AND status = 'cooling'
        AND cooling_until > clock_timestamp()),
@@ -93,12 +103,15 @@ UPDATE api_keys SET window_limit = CASE WHEN (SELECT n FROM used) > 0
 WHERE id = $1
 RETURNING window_limit;
 
--- A use is dated halfway between the pick and Google's answer: Google counted the call while
--- it was in flight, and a key picked early but answered late would otherwise free its slot in
--- our window before Google's (a 429), or, dated at the answer, well after it (lost slots). A
--- dated use is confirmed: only confirmed uses teach a key's limit.
+-- A use is dated by the caller: $2 seconds after its pick, halfway between sending the call
+-- and Google's answer (Google counted it while it was in flight). Dated at the pick, a key
+-- picked early but sent late would free its slot in our window before Google's (a 429); dated
+-- at the answer, after it (a slot lost per window). Only elapsed times of the caller's clock
+-- are used, so the caller's and the database's clocks need not agree. A dated use is
+-- confirmed: only confirmed uses teach a key's limit.
 -- name: date_use
-UPDATE api_key_uses SET at = at + (clock_timestamp() - at) / 2, confirmed = true WHERE id = $1;
+UPDATE api_key_uses SET at = at + make_interval(secs => $2::float8), confirmed = true
+WHERE id = $1;
 
 -- name: give_back_use
 DELETE FROM api_key_uses WHERE id = $1;

@@ -50,7 +50,7 @@ class KeyStore(Protocol):
     async def next_key_free(self, user_id: str, window: float) -> datetime | None: ...
     async def key_refused(self, key_id: str, use_id: int, window: float) -> int | None: ...
     async def give_back_use(self, use_id: int) -> None: ...
-    async def date_use(self, use_id: int) -> None: ...
+    async def date_use(self, use_id: int, after_pick: float) -> None: ...
     async def cool_key(self, key_id: str, base_seconds: float, max_seconds: float, error: str,
                        retry_after: float | None = ...) -> tuple[datetime, int] | None: ...
     async def invalidate_key(self, key_id: str, error: str) -> bool: ...
@@ -65,6 +65,7 @@ class Lease:
     secret: str
     operator: bool
     use_id: int | None = None
+    picked: float = dataclasses.field(default_factory=time.monotonic)
 
     def __repr__(self) -> str:
         return f"Lease(key_id={self.key_id!r})"
@@ -98,14 +99,22 @@ class KeyPool:
         self.settings = settings
         self.window = settings.key_window_seconds
         self._queue: dict[str, asyncio.Lock] = {}  # waiters for a key, per user
+        # decrypted keys by their ciphertext: a pick is on the hot path of every create, and a
+        # thread hop per pick costs more than the work (the clients hold the keys anyway)
+        self._secrets: dict[str, str] = {}
 
     async def _encrypt(self, key: str) -> str:
         return await asyncio.to_thread(self.box.encrypt, key.encode(), PURPOSE)
 
     async def _decrypt(self, row: ApiKey) -> str:
-        raw = await asyncio.to_thread(self.box.decrypt, row.key_enc, PURPOSE)
-        secret = raw.decode()
-        logs.register_secret(secret)
+        secret = self._secrets.get(row.key_enc)
+        if secret is None:
+            raw = await asyncio.to_thread(self.box.decrypt, row.key_enc, PURPOSE)
+            secret = raw.decode()
+            logs.register_secret(secret)
+            if len(self._secrets) >= 1024:
+                self._secrets.clear()
+            self._secrets[row.key_enc] = secret
         return secret
 
     async def sync_operator_pool(self, keys: Iterable[str]) -> int:
@@ -183,12 +192,13 @@ class KeyPool:
                 exclude = frozenset()
 
     async def _pick(self, user_id: str, exclude: frozenset[str]) -> Lease | None:
+        asked = time.monotonic()  # the reservation is stamped after this, never before
         picked = await self.store.pick_key(user_id, self.window, exclude)
         if picked is None:
             return None
         row, use_id = picked
         return Lease(key_id=row.id, secret=await self._decrypt(row),
-                     operator=row.user_id is None, use_id=use_id)
+                     operator=row.user_id is None, use_id=use_id, picked=asked)
 
     async def lease_of(self, key_id: str | None) -> Lease | None:
         """The key that created a generation, for polling it (resources are per project);
@@ -227,10 +237,12 @@ class KeyPool:
         if lease.use_id is not None:
             await self.store.give_back_use(lease.use_id)
 
-    async def spent(self, lease: Lease) -> None:
-        """Google accepted a create on this key: its use counts from now."""
+    async def spent(self, lease: Lease, sent: float, answered: float) -> None:
+        """Google accepted a create on this key, sent and answered at these ``time.monotonic()``
+        moments: its use counts from halfway between them."""
         if lease.use_id is not None:
-            await self.store.date_use(lease.use_id)
+            await self.store.date_use(lease.use_id,
+                                      max(0.0, (sent + answered) / 2 - lease.picked))
 
     async def ok(self, lease: Lease) -> None:
         await self.store.key_succeeded(lease.key_id)

@@ -423,11 +423,13 @@ async def last_frame(source: Source) -> bytes:
                      code="media_corrupt")
 
 
-async def poster(source: Source, *, at: float | None = None, width: int | None = None) -> bytes:
+async def poster(source: Source, *, at: float | None = None, width: int | None = None,
+                 probed: Probe | None = None) -> bytes:
     """JPEG of one frame: at ``at`` seconds (clamped to the video), by default 1 s in (or the
     middle of a shorter clip), past any fade-in and the frame carried over from the previous
-    clip; ``width`` scales it, keeping the aspect ratio."""
-    info = await probe(source)
+    clip; ``width`` scales it, keeping the aspect ratio. ``probed``: the source's probe, when
+    the caller has it (an ffmpeg run saved)."""
+    info = probed or await probe(source)
     last = max(0.0, info.duration - 1 / max(info.video.fps, 1.0))
     t = min(1.0, info.duration / 2) if at is None else min(max(0.0, at), last)
     scale = ["-vf", f"scale={int(width)}:-2"] if width else []

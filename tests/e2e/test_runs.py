@@ -595,7 +595,8 @@ async def test_waiting_for_a_full_window_after_a_cool_down_does_not_spin(
 
     await pool.add(user.id, new_key("thaw"), None, ok)
     first = await pool.acquire(user.id)
-    await pool.spent(first)  # Google accepted that call
+    now = time.monotonic()
+    await pool.spent(first, now, now)  # Google accepted that call
     second = await pool.acquire(user.id)  # the pool does not know the limit yet
     await pool.refused(second, "429 RESOURCE_EXHAUSTED", retry_after=0.05)
     await asyncio.sleep(0.2)  # the cool-down is over; the window (one use) is not

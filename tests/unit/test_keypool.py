@@ -139,10 +139,10 @@ class MemoryKeys:
     async def give_back_use(self, use_id: int) -> None:
         self.uses = [u for u in self.uses if u.id != use_id]
 
-    async def date_use(self, use_id: int) -> None:
+    async def date_use(self, use_id: int, after_pick: float) -> None:
         for use in self.uses:
             if use.id == use_id:
-                use.at = time.time()
+                use.at += after_pick
 
     async def cool_key(self, key_id: str, base_seconds: float, max_seconds: float, error: str,
                        retry_after: float | None = None) -> tuple[datetime, int] | None:

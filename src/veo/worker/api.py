@@ -169,7 +169,9 @@ class ApiBackend:
         tried: set[str] = set()
         while True:
             if handle is None or lease is None:
+                run.started()
                 lease, previous_id = await self._acquire(run, inputs, tried)
+                sent = time.monotonic()
                 try:
                     handle = await self._create(run, lease, inputs, previous_id)
                 except KeyProblem as exc:
@@ -181,9 +183,10 @@ class ApiBackend:
                     await self.pool.unused(lease)
                     self._retired(run, run.job.model, exc.replacement)
                     raise
-                await self.pool.spent(lease)
+                await self.pool.spent(lease, sent, time.monotonic())
                 await run.save_generation(request, handle, lease.key_id, 1)
                 log.info("api.submitted", interaction=handle, key_id=lease.key_id, **run.fields)
+            run.started()
             try:
                 videos = await self._wait(run, lease, handle, share)
             except KeyProblem as exc:

@@ -81,6 +81,9 @@ class ClipRun:
     progress_of: dict[int, int]
     chained_frame: Frame | None = None  # continuity: the previous clip's last frame
     staged: list[Staged] = dataclasses.field(default_factory=list)
+    # the backend calls it when the run is about to wait on something remote (a key, a
+    # generation, a browser): the next picked-up run may start (see ``runner.Admission``)
+    started: Callable[[], None] = lambda: None
 
     @property
     def job_id(self) -> str:
@@ -173,7 +176,7 @@ class ClipRun:
             raise GenerationFailed(f"the video of variant {variant} is unusable: {exc.message}",
                                    code="bad_video", retryable=True) from exc
         if poster is None:
-            poster = await media.poster(source)
+            poster = await media.poster(source, probed=probe)
         poster_key = names.staged(self.job.id, self.job.run_seq, f"{stem}.jpg")
         await self.storage.put_bytes(poster_key, poster, "image/jpeg")
         staged = Staged(variant=variant, key=key, poster_key=poster_key, size=info.size,

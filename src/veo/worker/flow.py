@@ -140,6 +140,7 @@ class FlowBackend:
 
     async def run_clip(self, run: ClipRun) -> None:
         req = self._request(run, await run.first_frame(), await run.last_frame())
+        run.started()
         async with self._gate.shared():
             if not self.browser.loaded and not await self._load_state(verify=False):
                 raise LoginRequired(f"no Flow login state at {self.state_key}")

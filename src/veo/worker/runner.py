@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from veo import logs, queue
 from veo.db import RunLost
@@ -24,6 +24,35 @@ from veo.worker import film
 from veo.worker.context import Backend, ClipRun, Ctx, Frame, count_clip
 
 log = logs.get_logger("veo.worker")
+
+
+# Runs between their pick-up and their first remote wait, at once. arq hands a worker every
+# queued job it can take (up to MAX_JOBS) in one poll; started all together, their few dozen
+# queries each interleave and the first of them reaches Google only after the last has done its
+# setup (about a second for a backlog of 100). Admitted a few at a time, in queue order, the
+# first runs spend their keys at once and the rest follow in order.
+STARTING_AT_ONCE = 4
+
+
+class Admission:
+    """One run's place among the starting runs, left at its first remote wait or at its end."""
+
+    def __init__(self, gate: asyncio.Semaphore) -> None:
+        self.gate = gate
+        self.held = False
+
+    async def __aenter__(self) -> Admission:
+        await self.gate.acquire()
+        self.held = True
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.leave()
+
+    def leave(self) -> None:
+        if self.held:
+            self.held = False
+            self.gate.release()
 
 
 class _Lost(Exception):
@@ -59,7 +88,7 @@ async def run_job(ctx: Ctx, job_id: str, run_seq: int) -> str:
         if backend is None:
             log.error("job.no_backend", job_id=job_id, backend=job.backend)
             return "stale"
-        async with backend.slot():
+        async with backend.slot(), Admission(ctx["starting"]) as admission:
             reason = await backend.blocked(job)
             if reason is not None:
                 await svc.lifecycle.pause(job, reason, found=False)
@@ -67,16 +96,18 @@ async def run_job(ctx: Ctx, job_id: str, run_seq: int) -> str:
             claimed = await svc.lifecycle.claim(job_id, run_seq, ctx["worker_id"])
             if claimed is None:
                 return "stale"
-            return await Run(svc, backend, claimed).execute()
+            return await Run(svc, backend, claimed, admission.leave).execute()
 
 
 class Run:
     """One claimed run of a job."""
 
-    def __init__(self, svc: Services, backend: Backend, job: Job) -> None:
+    def __init__(self, svc: Services, backend: Backend, job: Job,
+                 started: Callable[[], None] = lambda: None) -> None:
         self.svc = svc
         self.backend = backend
         self.job = job
+        self.started = started
 
     async def execute(self) -> str:
         life, job = self.svc.lifecycle, self.job
@@ -177,7 +208,7 @@ class Run:
             raise RunLost(job.id)
         run = ClipRun(db=db, storage=self.svc.storage, redis=self.svc.redis, job=job,
                       clip=clip, clips_total=total, progress_of=progress_of,
-                      chained_frame=chained)
+                      chained_frame=chained, started=self.started)
         try:
             await self.backend.run_clip(run)
             await run.finish_redo()
