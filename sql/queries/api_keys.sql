@@ -89,7 +89,8 @@ SELECT least(
 -- A 429: Google did not count the refused call, so its reservation goes; the uses left in the
 -- window and confirmed by Google are what the key allows (the limit, learned). Confirmed uses
 -- never exceed the real limit, so the limit only grows toward it: a 429 that comes from our
--- clock and Google's disagreeing by a few milliseconds must not shrink it for good.
+-- clock and Google's disagreeing by a few milliseconds must not shrink it for good. Calls
+-- picked before this one and still in flight grow it when they are confirmed (date_use).
 -- $3: window seconds.
 -- name: key_refused
 WITH gone AS (DELETE FROM api_key_uses WHERE id = $2),
@@ -99,7 +100,8 @@ used AS (SELECT count(*) AS n FROM api_key_uses
 UPDATE api_keys SET window_limit = CASE WHEN (SELECT n FROM used) > 0
                                         THEN greatest(coalesce(window_limit, 0),
                                                       (SELECT n FROM used)::int)
-                                        ELSE window_limit END
+                                        ELSE window_limit END,
+                    refused_use = $2, refused_at = clock_timestamp()
 WHERE id = $1
 RETURNING window_limit;
 
@@ -110,8 +112,16 @@ RETURNING window_limit;
 -- are used, so the caller's and the database's clocks need not agree. A dated use is
 -- confirmed: only confirmed uses teach a key's limit.
 -- name: date_use
-UPDATE api_key_uses SET at = at + make_interval(secs => $2::float8), confirmed = true
-WHERE id = $1;
+WITH dated AS (
+    UPDATE api_key_uses SET at = at + make_interval(secs => $2::float8), confirmed = true
+    WHERE id = $1 RETURNING key_id)
+UPDATE api_keys k
+SET window_limit = greatest(k.window_limit, (
+    SELECT count(*)::int FROM api_key_uses u
+    WHERE u.key_id = k.id AND u.id < k.refused_use AND (u.confirmed OR u.id = $1)
+      AND u.at > k.refused_at - make_interval(secs => $3::float8)))
+FROM dated
+WHERE k.id = dated.key_id AND $1 < k.refused_use;
 
 -- name: give_back_use
 DELETE FROM api_key_uses WHERE id = $1;

@@ -316,8 +316,8 @@ class Db:
         row = await self._one("key_refused", key_id, use_id, window)
         return None if row is None else row["window_limit"]
 
-    async def date_use(self, use_id: int, after_pick: float) -> None:
-        await self._exec("date_use", use_id, after_pick)
+    async def date_use(self, use_id: int, after_pick: float, window: float) -> None:
+        await self._exec("date_use", use_id, after_pick, window)
 
     async def give_back_use(self, use_id: int) -> None:
         await self._exec("give_back_use", use_id)

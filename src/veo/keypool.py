@@ -50,7 +50,7 @@ class KeyStore(Protocol):
     async def next_key_free(self, user_id: str, window: float) -> datetime | None: ...
     async def key_refused(self, key_id: str, use_id: int, window: float) -> int | None: ...
     async def give_back_use(self, use_id: int) -> None: ...
-    async def date_use(self, use_id: int, after_pick: float) -> None: ...
+    async def date_use(self, use_id: int, after_pick: float, window: float) -> None: ...
     async def cool_key(self, key_id: str, base_seconds: float, max_seconds: float, error: str,
                        retry_after: float | None = ...) -> tuple[datetime, int] | None: ...
     async def invalidate_key(self, key_id: str, error: str) -> bool: ...
@@ -165,15 +165,18 @@ class KeyPool:
         not_invalid, _, _ = await self.store.key_stats(user_id)
         return not_invalid > 0
 
-    async def acquire(self, user_id: str, exclude: frozenset[str] = frozenset()) -> Lease:
+    async def acquire(self, user_id: str, exclude: frozenset[str] = frozenset(),
+                      waiting: Callable[[], None] = lambda: None) -> Lease:
         """A key for one create call. Waits in place up to ``key_max_wait_seconds`` for a
-        window or cool-down to end; beyond that raises ``AllKeysCooling`` (pause the job).
+        window or cool-down to end (calling ``waiting`` first); beyond that raises
+        ``AllKeysCooling`` (pause the job).
 
         Waiters of one user queue behind one another in this process, and only the head asks
         PostgreSQL: when a slot frees, one query takes it instead of every waiter's at once."""
         lease = await self._pick(user_id, exclude)
         if lease is not None:
             return lease
+        waiting()
         async with self._queue.setdefault(user_id, asyncio.Lock()):
             while True:
                 lease = await self._pick(user_id, exclude)
@@ -242,7 +245,8 @@ class KeyPool:
         moments: its use counts from halfway between them."""
         if lease.use_id is not None:
             await self.store.date_use(lease.use_id,
-                                      max(0.0, (sent + answered) / 2 - lease.picked))
+                                      max(0.0, (sent + answered) / 2 - lease.picked),
+                                      self.window)
 
     async def ok(self, lease: Lease) -> None:
         await self.store.key_succeeded(lease.key_id)

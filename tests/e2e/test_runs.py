@@ -606,3 +606,76 @@ async def test_waiting_for_a_full_window_after_a_cool_down_does_not_spin(
     waited = time.monotonic() - started
     assert third.key_id == first.key_id and 0.8 < waited < 2.0
     assert db.picks <= 5, f"{db.picks} picks in {waited:.2f} s: a busy loop"
+
+
+async def test_next_key_free_is_now_when_a_use_aged_out_meanwhile(harness: Harness) -> None:
+    """Between a failed pick and the ``next_key_free`` query a use can age out of a full key's
+    window: the key has room again, so the answer is now. Counting only keys still full
+    answered with a later slot (a slot lost) or, with no other key, with nothing (a pause)."""
+    h = harness
+    user, _ = await make_user(h, "aged")
+
+    async def ok(key: str) -> KeyCheck:
+        return KeyCheck("ok")
+
+    pool = KeyPool(h.svc.db, h.svc.box, h.settings)
+    row = await pool.add(user.id, new_key("aged"), None, ok)
+    await h.svc.db.pool.execute("UPDATE api_keys SET window_limit = 1 WHERE id = $1", row.id)
+    # its one use in the window ages out 50 ms from now
+    await h.svc.db.pool.execute(
+        "INSERT INTO api_key_uses (key_id, at, confirmed) "
+        "VALUES ($1, clock_timestamp() - make_interval(secs => 1.95), true)", row.id)
+    assert await h.svc.db.pick_key(user.id, 2.0) is None  # full
+    await asyncio.sleep(0.1)
+    at = await h.svc.db.next_key_free(user.id, 2.0)
+    assert at is not None and abs(at.timestamp() - time.time()) < 0.5
+
+
+async def test_a_use_is_dated_from_its_send_not_its_pick(harness: Harness) -> None:
+    """A key picked, then sent late (frames to read, a busy loop), is counted by Google from
+    the send: dated from the pick it would free its slot early (a 429 next window)."""
+    h = harness
+    user, _ = await make_user(h, "dated")
+
+    async def ok(key: str) -> KeyCheck:
+        return KeyCheck("ok")
+
+    pool = KeyPool(h.svc.db, h.svc.box, h.settings)
+    await pool.add(user.id, new_key("dated"), None, ok)
+    lease = await pool.acquire(user.id)
+    picked_at = await h.svc.db.pool.fetchval("SELECT at FROM api_key_uses WHERE id = $1",
+                                             lease.use_id)
+    # sent 3 s after the pick, answered 1 s later: counted from 3.5 s after the pick
+    await pool.spent(lease, lease.picked + 3.0, lease.picked + 4.0)
+    row = await h.svc.db.pool.fetchrow("SELECT at, confirmed FROM api_key_uses WHERE id = $1",
+                                       lease.use_id)
+    assert row["confirmed"]
+    assert (row["at"] - picked_at).total_seconds() == pytest.approx(3.5, abs=0.05)
+
+
+async def test_limit_learned_in_a_burst_grows_as_earlier_calls_are_confirmed(
+        harness: Harness) -> None:
+    """Four calls in flight on a new key (limit unknown); the fifth is refused before any of
+    the four is answered. Learning from confirmed uses alone gives no limit, or one too low
+    for good; the four, picked before the refusal and accepted, make the limit 4."""
+    h = harness
+    user, _ = await make_user(h, "burst")
+
+    async def ok(key: str) -> KeyCheck:
+        return KeyCheck("ok")
+
+    pool = KeyPool(h.svc.db, h.svc.box, h.settings)
+    row = await pool.add(user.id, new_key("burst"), None, ok)
+    flying = [await pool.acquire(user.id) for _ in range(4)]
+    refused = await pool.acquire(user.id)
+    now = time.monotonic()
+    await pool.spent(flying[0], now, now)  # one answered before the 429 was
+    await pool.refused(refused, "429 RESOURCE_EXHAUSTED", retry_after=0.01)
+    limit = await h.svc.db.pool.fetchval("SELECT window_limit FROM api_keys WHERE id = $1",
+                                         row.id)
+    assert limit == 1
+    for lease in flying[1:]:
+        await pool.spent(lease, now, time.monotonic())
+    limit = await h.svc.db.pool.fetchval("SELECT window_limit FROM api_keys WHERE id = $1",
+                                         row.id)
+    assert limit == 4

@@ -314,3 +314,26 @@ def test_both_key_shapes_are_redacted(make_key: Any) -> None:
     key = make_key()
     assert key not in logs.redact_text(f"Consumer 'api_key:{key}' has been suspended.")
     assert key not in logs.redact_text(f"the key {key} failed")
+
+
+def test_sdk_wrapper_models_are_built_once_per_type() -> None:
+    """google-genai builds a pydantic class around every body it sends or reads; the adapter
+    makes it reuse one per type (an SDK upgrade that moves the hook fails here, not silently
+    in production's CPU)."""
+    from google.genai._gaos.utils import serializers
+    from pydantic import ConfigDict
+
+    from veo import gemini
+
+    assert gemini.SDK_MODELS_REUSED
+    build: Any = serializers.create_model
+    config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
+    first = build("Unmarshaller", body=(sdk_types.Interaction, ...), __config__=config)
+    again = build("Unmarshaller", body=(sdk_types.Interaction, ...), __config__=config)
+    other = build("Marshaller", body=(sdk_types.Interaction, ...), __config__=config)
+    assert first is again and other is not first
+    # and what it builds still parses a response as the SDK would
+    parsed = serializers.unmarshal_json(
+        '{"id": "i1", "status": "in_progress", "created": "2026-12-01T00:00:00Z",'
+        ' "updated": "2026-12-01T00:00:00Z"}', sdk_types.Interaction)
+    assert parsed.id == "i1" and parsed.status == "in_progress"

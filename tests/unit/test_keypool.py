@@ -139,7 +139,7 @@ class MemoryKeys:
     async def give_back_use(self, use_id: int) -> None:
         self.uses = [u for u in self.uses if u.id != use_id]
 
-    async def date_use(self, use_id: int, after_pick: float) -> None:
+    async def date_use(self, use_id: int, after_pick: float, window: float) -> None:
         for use in self.uses:
             if use.id == use_id:
                 use.at += after_pick

@@ -153,7 +153,8 @@ class ApiBackend:
             source = await run.extend_source()
             assert source is not None
             inputs.video = Blob(await run.storage.get_bytes(source.object_key), "video/mp4")
-        return await self.pool.acquire(run.job.user_id, frozenset(tried)), None
+        return await self.pool.acquire(run.job.user_id, frozenset(tried),
+                                       waiting=run.started), None
 
     async def _generate(self, run: ClipRun, request: int, saved: Generation | None,
                         inputs: Inputs, share: tuple[float, float],
@@ -169,7 +170,6 @@ class ApiBackend:
         tried: set[str] = set()
         while True:
             if handle is None or lease is None:
-                run.started()
                 lease, previous_id = await self._acquire(run, inputs, tried)
                 sent = time.monotonic()
                 try:

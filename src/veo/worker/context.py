@@ -9,6 +9,7 @@ cancel, a re-queue after its worker went silent) writes nothing: ``RunLost`` is 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -50,6 +51,7 @@ class Ctx(TypedDict, total=False):
     worker_id: str
     tasks: set[Any]
     closers: list[Callable[[], Awaitable[None]]]
+    starting: asyncio.Semaphore  # see runner.STARTING_AT_ONCE
     job_id: str  # set by arq: the arq id of the run being executed
     job_try: int
 

@@ -93,10 +93,24 @@ async def run_job(ctx: Ctx, job_id: str, run_seq: int) -> str:
             if reason is not None:
                 await svc.lifecycle.pause(job, reason, found=False)
                 return "paused"
-            claimed = await svc.lifecycle.claim(job_id, run_seq, ctx["worker_id"])
+            claimed = await _claim(svc, job_id, run_seq, ctx["worker_id"])
             if claimed is None:
                 return "stale"
             return await Run(svc, backend, claimed, admission.leave).execute()
+
+
+async def _claim(svc: Services, job_id: str, run_seq: int, worker_id: str) -> Job | None:
+    """Claim the job. A worker stopping meanwhile lets the claim land and hands the run back,
+    as it does with a run under way, rather than leave it ``running`` for the reconciler."""
+    claim = asyncio.ensure_future(svc.lifecycle.claim(job_id, run_seq, worker_id))
+    try:
+        return await asyncio.shield(claim)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            claimed = await claim
+            if claimed is not None:
+                await svc.lifecycle.requeue(claimed, None, reason="shutdown")
+        raise
 
 
 class Run:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+import signal
 import socket
 import sys
 from collections.abc import AsyncIterator, Coroutine
@@ -20,6 +21,7 @@ from typing import Any
 
 import arq.worker
 from arq.connections import RedisSettings
+from arq.constants import in_progress_key_prefix
 from redis.exceptions import RedisError
 
 from veo import config, logs, metrics
@@ -65,6 +67,21 @@ class Worker(arq.worker.Worker):
             log.info("worker.redis_back")
             self._outage = 0.0
 
+    async def close(self) -> None:
+        """arq's own, but gathering the cancelled runs with ``return_exceptions``: arq lets the
+        first cancelled run's CancelledError out of ``close``, which then skips ``on_shutdown``
+        (services and the browser left open) and raises into whoever stops the worker."""
+        if not self._handle_signals:
+            self.handle_sig(signal.SIGUSR1)
+        if not self._pool:
+            return
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        await self.pool.delete(self.health_check_key)
+        if self.on_shutdown:
+            await self.on_shutdown(self.ctx)
+        await self.pool.close(close_connection_pool=True)
+        self._pool = None
+
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         """arq reads every due id of the queue at each poll, running ones included (an id
         leaves the queue when its job ends), and checks each with a three-command Redis
@@ -75,7 +92,7 @@ class Worker(arq.worker.Worker):
         if len(ids) > 1:
             async with self.pool.pipeline(transaction=False) as pipe:
                 for j in ids:
-                    pipe.exists(arq.worker.in_progress_key_prefix + j.decode())
+                    pipe.exists(in_progress_key_prefix + j.decode())
                 busy = await pipe.execute()
             ids = [j for j, b in zip(ids, busy, strict=True) if not b]
         await super().start_jobs(ids)
