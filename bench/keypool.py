@@ -81,7 +81,7 @@ async def main() -> None:
                 counts = {r["status"]: r["n"] for r in rows}
                 if counts.get("succeeded", 0) + counts.get("failed", 0) >= N:
                     break
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.05)  # it shares the worker's loop: look rarely
             done = time.monotonic()
             limits = [r["window_limit"] for r in await svc.db.pool.fetch(
                 "SELECT window_limit FROM api_keys ORDER BY id")]

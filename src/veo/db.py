@@ -100,9 +100,18 @@ async def _init(conn: asyncpg.Connection) -> None:
                               schema="pg_catalog")
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """What a connection goes through on its way back to the pool, besides asyncpg's own
+    rollback of an open transaction. asyncpg's default also sends ``RESET ALL``, closes
+    cursors, unlistens and unlocks: a round trip on every release, some 40% of this service's
+    queries. The service leaves no session state behind: it sets no session variables, opens
+    no cursors, listens to nothing, and its one session-level advisory lock is released by
+    ``Db.advisory_lock`` itself, which ends the session when it cannot."""
+
+
 async def connect(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init,
-                                     command_timeout=60)
+                                     reset=_keep_session, command_timeout=60)
     assert pool is not None
     return pool
 
@@ -245,8 +254,14 @@ class Db:
                 yield got
             finally:
                 if got:
-                    with contextlib.suppress(*_DROPPED):
+                    try:
                         await conn.execute("SELECT pg_advisory_unlock($1)", lock_id)
+                    except _DROPPED:
+                        pass  # the session, and the lock with it, is gone already
+                    except BaseException:
+                        # the lock must not outlive this block on a pooled connection
+                        conn.terminate()
+                        raise
 
     # ---- users and tokens
     async def create_user(self, name: str, is_admin: bool, token_hash: str) -> User:
