@@ -54,13 +54,12 @@ def _reuse_sdk_wrapper_models() -> bool:
 
     def create_model(name: str, **fields: Any) -> Any:
         config = fields.get("__config__") or {}
+        key = (name, tuple(sorted((k, v) for k, v in fields.items() if k != "__config__")),
+               tuple(sorted(config.items())))
         try:
-            key = (name, tuple(sorted((k, v) for k, v in fields.items() if k != "__config__")),
-                   tuple(sorted(config.items())))
-            hash(key)
+            model = built.get(key)
         except TypeError:  # an unhashable argument: build it as the SDK would
             return build(name, **fields)
-        model = built.get(key)
         if model is None:
             if len(built) >= 512:  # the SDK has a few dozen body types; bound it anyway
                 built.clear()

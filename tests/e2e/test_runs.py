@@ -578,6 +578,18 @@ class CountingDb(Db):
         return await super().pick_key(user_id, window, exclude)
 
 
+async def key_for(h: Harness, name: str, db: Db | None = None,
+                  settings: Any = None) -> tuple[KeyPool, Any, ApiKey]:
+    """A key pool over the real repository (or ``db``) and a user holding one accepted key."""
+    pool = KeyPool(db or h.svc.db, h.svc.box, settings or h.settings)
+    user, _ = await make_user(h, name)
+
+    async def ok(key: str) -> KeyCheck:
+        return KeyCheck("ok")
+
+    return pool, user, await pool.add(user.id, new_key(name), None, ok)
+
+
 async def test_waiting_for_a_full_window_after_a_cool_down_does_not_spin(
         harness: Harness) -> None:
     """A key refused once (429: its limit learned, a short cool-down) thaws while its window
@@ -587,13 +599,7 @@ async def test_waiting_for_a_full_window_after_a_cool_down_does_not_spin(
     settings = dataclasses.replace(h.settings, key_window_seconds=1.5,
                                    key_max_wait_seconds=5.0)
     db = CountingDb(h.svc.db.pool)
-    pool = KeyPool(db, h.svc.box, settings)
-    user, _ = await make_user(h, "thawed")
-
-    async def ok(key: str) -> KeyCheck:
-        return KeyCheck("ok")
-
-    await pool.add(user.id, new_key("thaw"), None, ok)
+    pool, user, _ = await key_for(h, "thawed", db, settings)
     first = await pool.acquire(user.id)
     now = time.monotonic()
     await pool.spent(first, now, now)  # Google accepted that call
@@ -613,13 +619,7 @@ async def test_next_key_free_is_now_when_a_use_aged_out_meanwhile(harness: Harne
     window: the key has room again, so the answer is now. Counting only keys still full
     answered with a later slot (a slot lost) or, with no other key, with nothing (a pause)."""
     h = harness
-    user, _ = await make_user(h, "aged")
-
-    async def ok(key: str) -> KeyCheck:
-        return KeyCheck("ok")
-
-    pool = KeyPool(h.svc.db, h.svc.box, h.settings)
-    row = await pool.add(user.id, new_key("aged"), None, ok)
+    _, user, row = await key_for(h, "aged")
     await h.svc.db.pool.execute("UPDATE api_keys SET window_limit = 1 WHERE id = $1", row.id)
     # its one use in the window ages out 50 ms from now
     await h.svc.db.pool.execute(
@@ -635,13 +635,7 @@ async def test_a_use_is_dated_from_its_send_not_its_pick(harness: Harness) -> No
     """A key picked, then sent late (frames to read, a busy loop), is counted by Google from
     the send: dated from the pick it would free its slot early (a 429 next window)."""
     h = harness
-    user, _ = await make_user(h, "dated")
-
-    async def ok(key: str) -> KeyCheck:
-        return KeyCheck("ok")
-
-    pool = KeyPool(h.svc.db, h.svc.box, h.settings)
-    await pool.add(user.id, new_key("dated"), None, ok)
+    pool, user, _ = await key_for(h, "dated")
     lease = await pool.acquire(user.id)
     picked_at = await h.svc.db.pool.fetchval("SELECT at FROM api_key_uses WHERE id = $1",
                                              lease.use_id)
@@ -659,13 +653,7 @@ async def test_limit_learned_in_a_burst_grows_as_earlier_calls_are_confirmed(
     the four is answered. Learning from confirmed uses alone gives no limit, or one too low
     for good; the four, picked before the refusal and accepted, make the limit 4."""
     h = harness
-    user, _ = await make_user(h, "burst")
-
-    async def ok(key: str) -> KeyCheck:
-        return KeyCheck("ok")
-
-    pool = KeyPool(h.svc.db, h.svc.box, h.settings)
-    row = await pool.add(user.id, new_key("burst"), None, ok)
+    pool, user, row = await key_for(h, "burst")
     flying = [await pool.acquire(user.id) for _ in range(4)]
     refused = await pool.acquire(user.id)
     now = time.monotonic()
