@@ -337,3 +337,27 @@ def test_sdk_wrapper_models_are_built_once_per_type() -> None:
         '{"id": "i1", "status": "in_progress", "created": "2026-12-01T00:00:00Z",'
         ' "updated": "2026-12-01T00:00:00Z"}', sdk_types.Interaction)
     assert parsed.id == "i1" and parsed.status == "in_progress"
+
+
+def test_sdk_parameter_type_hints_are_resolved_once_per_class() -> None:
+    """google-genai resolves the type hints of a request's path and query parameter classes on
+    every call; the adapter resolves them once per class, and the SDK still builds the same URL
+    and query from them."""
+    import typing
+
+    from google.genai._gaos.models.getinteractionbyid import GetInteractionByIDRequest
+    from google.genai._gaos.utils import queryparams, url
+
+    from veo import gemini
+
+    assert gemini.SDK_TYPE_HINTS_REUSED
+    params = GetInteractionByIDRequest
+    first = queryparams.get_type_hints(params)
+    assert first == typing.get_type_hints(params) and "id" in first
+    first["id"] = int  # a caller's change does not reach the next caller
+    assert url.get_type_hints(params)["id"] is not int
+    request = params(interactionsId="v1_abc", api_version="v1beta", include_input=True)
+    path = "/{api_version}/interactions/{interactionsId}"
+    assert url.generate_url("https://g.test", path, request) == \
+        "https://g.test/v1beta/interactions/v1_abc"
+    assert queryparams.get_query_params(request) == {"include_input": ["true"]}
