@@ -65,6 +65,9 @@ CHROMIUM_ARGS = [
     # on-device model service (50 MB, for good) a few minutes in; the lowest keeps on-device AI
     # features, which a worker never uses, from downloading models
     "--optimization-guide-performance-class=1",
+    # Debian's build starts two crash-handler processes that keep dumps nobody here reads (a
+    # crash is seen as the browser's disconnect, logged, and the browser relaunched)
+    "--disable-crashpad-for-testing",
 ]
 # Playwright's own switch that sets navigator.webdriver and shows the "controlled by automated
 # test software" bar
