@@ -505,3 +505,16 @@ async def test_cancel_and_timeout_leave_no_ffmpeg_behind(
         await media.last_frame(long)
     assert slow.value.code == "media_timeout" and slow.value.retryable
     assert ffmpeg_children() == []
+
+
+async def test_ffmpeg_runs_below_the_workers_priority(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Posters, probes and finals share the cores with the worker's event loop (key picks,
+    heartbeats, polls) and PostgreSQL: every ffmpeg runs 10 steps nicer than the worker."""
+    spy = tmp_path / "ffmpeg"
+    spy.write_text('#!/bin/sh\necho "niceness $(nice)" >&2\n')
+    spy.chmod(0o755)
+    monkeypatch.setattr(media, "ffmpeg_exe", lambda: str(spy))
+    ran = await media._run(["-version"], limit=10, what="spy", light=True)
+    assert ran.rc == 0
+    assert f"niceness {os.nice(0) + 10}" in ran.err
