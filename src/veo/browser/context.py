@@ -133,19 +133,24 @@ def process_tree_rss(pid: int) -> int:
 RECYCLE_GROWTH = 1.5
 
 
+# one driver start at a time: each changes NODE_OPTIONS around an await and puts it back
+_DRIVER_STARTS = asyncio.Lock()
+
+
 async def start_playwright() -> Playwright:
     """Playwright with its driver started under DRIVER_NODE_OPTIONS. The driver takes this
     process's environment when it is spawned, which happens before ``start`` returns."""
-    before = os.environ.get("NODE_OPTIONS")
-    os.environ["NODE_OPTIONS"] = f"{before} {DRIVER_NODE_OPTIONS}" if before else \
-        DRIVER_NODE_OPTIONS
-    try:
-        return await async_playwright().start()
-    finally:
-        if before is None:
-            os.environ.pop("NODE_OPTIONS", None)
-        else:
-            os.environ["NODE_OPTIONS"] = before
+    async with _DRIVER_STARTS:
+        before = os.environ.get("NODE_OPTIONS")
+        os.environ["NODE_OPTIONS"] = f"{before} {DRIVER_NODE_OPTIONS}" if before else \
+            DRIVER_NODE_OPTIONS
+        try:
+            return await async_playwright().start()
+        finally:
+            if before is None:
+                os.environ.pop("NODE_OPTIONS", None)
+            else:
+                os.environ["NODE_OPTIONS"] = before
 
 
 class BrowserSession:
